@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks: `corolla bench <name> [--quick] [--out DIR]` writes DIR/<name>.json."""

@@ -1,0 +1,16 @@
+"""corolla's offline data: dataset catalogue, partitioners, continual streams and domains."""
+
+from data.bundle import Split, TaskBundle
+from data.config import TASK_NAMES
+from data.errors import ConfigError, DatasetNotInstalled
+from data.tasks import check_task_config, load_task
+
+__all__ = [
+    "TASK_NAMES",
+    "ConfigError",
+    "DatasetNotInstalled",
+    "Split",
+    "TaskBundle",
+    "check_task_config",
+    "load_task",
+]

@@ -1,0 +1,58 @@
+"""Steps shared by the task builders: seeds, the validation carve and client partitions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from data.config import TaskConfig
+from data.errors import ConfigError
+from data.partition import partition_indices
+
+
+def derive_seed(seed: int, *keys: int) -> int:
+    """A seed for one purpose (keys) derived from the run's seed, independent across purposes."""
+    return int(np.random.SeedSequence([int(seed) % 2**32, *keys]).generate_state(1)[0])
+
+
+# Purposes for derive_seed.
+VAL_SEED, PARTITION_SEED = 0, 1
+
+
+def carve_val(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(len(labels))`` into (pool, val) with a stratified ``fraction`` in val."""
+    idx = np.arange(len(labels))
+    if fraction <= 0 or math.ceil(fraction * len(idx)) < 1:
+        return idx, idx[:0]
+    counts = np.bincount(labels)
+    # Stratifying needs two samples of every class present and one val sample per class.
+    stratify = (
+        labels
+        if counts[counts > 0].min() >= 2 and fraction * len(idx) >= len(counts[counts > 0])
+        else None
+    )
+    pool, val = train_test_split(idx, test_size=fraction, stratify=stratify, random_state=seed)
+    return np.sort(pool), np.sort(val)
+
+
+def partition_pool(
+    pool: np.ndarray, labels: np.ndarray, cfg: TaskConfig, num_clients: int, seed: int
+) -> list[np.ndarray]:
+    """Partition the samples ``pool`` (indices into ``labels``) among clients per ``cfg``."""
+    try:
+        parts = partition_indices(
+            labels[pool],
+            num_clients,
+            scheme=cfg.partition,
+            alpha=cfg.alpha,
+            shards_per_client=cfg.shards_per_client,
+            seed=seed,
+            min_partition_size=cfg.min_partition_size,
+        )
+    except ValueError as err:
+        raise ConfigError(
+            f"task.num_clients={cfg.num_clients}, task.partition={cfg.partition}: {err}"
+        ) from err
+    return [pool[p] for p in parts]

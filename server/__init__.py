@@ -1,0 +1,1 @@
+"""ServerApp side: config -> model, strategy and evaluation; metrics, plots, checkpoints."""

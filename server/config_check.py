@@ -1,0 +1,61 @@
+"""Validation of a resolved config before any work starts: each error names the key and the fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; raised before Ray or any data loading starts."""
+
+
+DEVICES = ("auto", "cpu", "cuda")
+ENGINES = ("ray",)
+
+
+def check_config(cfg: dict[str, Any]) -> None:
+    """Raise ConfigError (or the component's own ValueError) for a config that cannot run."""
+    from data import check_task_config
+    from models import check_model_config
+    from strategies.registry import check_strategy_config
+
+    for key in ("strategy", "task", "model", "engine", "train", "seed", "num_rounds"):
+        if key not in cfg:
+            raise ConfigError(f"the config has no '{key}' section; compose it from conf/ (corolla run ...)")
+    check_strategy_config(cfg["strategy"])
+    check_task_config(cfg["task"])
+    check_model_config(cfg["model"])
+    _check_number(cfg, "num_rounds", int(cfg["num_rounds"]) >= 1, "must be >= 1")
+    _check_number(cfg, "seed", isinstance(cfg["seed"], int), "must be an integer")
+    fraction = float(cfg["failures"]["max_fraction"])
+    _check_number(cfg, "failures.max_fraction", 0.0 <= fraction <= 1.0, "must lie in [0, 1]")
+    train = cfg["train"]
+    _check_number(cfg, "train.epochs", int(train["epochs"]) >= 1, "must be >= 1")
+    _check_number(cfg, "train.batch_size", int(train["batch_size"]) >= 1, "must be >= 1")
+    _check_number(cfg, "train.lr", float(train["lr"]) > 0, "must be > 0")
+    if cfg.get("device", "auto") not in DEVICES:
+        raise ConfigError(f"device={cfg['device']!r} is not one of {', '.join(DEVICES)}")
+    if cfg["engine"].get("name") not in ENGINES:
+        raise ConfigError(f"engine={cfg['engine'].get('name')!r} is unknown; valid choices: {', '.join(ENGINES)}")
+    continual = cfg["task"].get("continual")
+    if continual:
+        tasks = int(continual["num_tasks"])
+        if int(cfg["num_rounds"]) % tasks:
+            raise ConfigError(
+                f"num_rounds={cfg['num_rounds']} must be a multiple of task.continual.num_tasks={tasks} "
+                f"(each task gets num_rounds / num_tasks rounds), e.g. num_rounds={tasks * max(1, int(cfg['num_rounds']) // tasks)}"
+            )
+
+
+def _check_number(cfg: dict[str, Any], key: str, ok: bool, why: str) -> None:
+    if not ok:
+        section = cfg
+        for part in key.split(".")[:-1]:
+            section = section[part]
+        raise ConfigError(f"{key}={section[key.split('.')[-1]]!r} {why}")
+
+
+def rounds_per_task(cfg: dict[str, Any]) -> int:
+    """Rounds each continual task gets (all rounds for a single task)."""
+    continual = cfg["task"].get("continual")
+    return int(cfg["num_rounds"]) // int(continual["num_tasks"]) if continual else int(cfg["num_rounds"])

@@ -1,0 +1,65 @@
+"""Runs one experiment on a Flower grid: builds model, strategy and recorder, then Flower's rounds."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from flwr.app import ArrayRecord
+from flwr.serverapp import Grid
+
+from data import load_task
+from models import build_model
+from models.accel import pick_device
+from server.config_check import check_config, rounds_per_task
+from server.grid import TrackedGrid
+from server.guard import RoundGuard
+from server.recorder import CHECKPOINT, RunRecorder
+from strategies.base import ServerEnv, derive_seed
+from strategies.registry import build_server_strategy
+
+log = logging.getLogger("corolla")
+
+
+def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
+                   progress: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run every round of the configured experiment and return its summary."""
+    check_config(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed = int(cfg["seed"])
+    task = load_task(cfg["task"], seed=seed)
+
+    def new_model() -> torch.nn.Module:
+        return build_model(cfg["model"], task.input_shape, task.num_classes)
+
+    env = ServerEnv(cfg=cfg, task=task, build_model=new_model, run_dir=run_dir,
+                    rounds_per_task=rounds_per_task(cfg))
+    torch.manual_seed(derive_seed(seed, "init"))
+    arrays = ArrayRecord(new_model().state_dict())
+    strategy = build_server_strategy(cfg["strategy"])
+    strategy.max_num_examples = int(cfg["failures"]["max_num_examples"])
+    strategy.setup(env)
+    recorder = RunRecorder(run_dir, env, device=pick_device(str(cfg.get("device", "auto"))), progress=progress)
+
+    first_round = 1
+    checkpoint = run_dir / CHECKPOINT
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        arrays = ArrayRecord(state["model"])
+        strategy.load_state_dict(state["strategy"])
+        recorder.load_state(state["recorder"], last_round=int(state["round"]))
+        first_round = int(state["round"]) + 1
+        log.warning("resuming %s after round %d", run_dir, state["round"])
+
+    num_rounds = int(cfg["num_rounds"])
+    if first_round <= num_rounds:
+        tracked = TrackedGrid(grid)
+        guard = RoundGuard(strategy, env=env, seed=seed, first_round=first_round,
+                           max_failure_fraction=float(cfg["failures"]["max_fraction"]),
+                           order_key=lambda node: tracked.partition_of.get(node, 1 << 62))
+        recorder.attach(guard, tracked, strategy)
+        guard.start(grid=tracked, initial_arrays=arrays, num_rounds=num_rounds - first_round + 1,
+                    timeout=float(cfg["engine"].get("timeout_s", 3600)), evaluate_fn=recorder.evaluate_fn)
+    return recorder.finish()

@@ -1,0 +1,116 @@
+"""A Grid wrapper that counts message bytes and lists nodes in partition order."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+log = logging.getLogger("corolla")
+
+HELLO = "query.hello"
+
+
+def record_nbytes(content: RecordDict) -> int:
+    """Payload bytes of a message: array buffers exactly, config/metric entries approximately."""
+    total = 0
+    for key, record in content.items():
+        total += len(key)
+        if isinstance(record, ArrayRecord):
+            total += sum(len(arr.data) + len(name) for name, arr in record.items())
+        elif isinstance(record, (ConfigRecord, MetricRecord)):
+            for name, value in record.items():
+                total += len(name) + _value_nbytes(value)
+    return total
+
+
+def _value_nbytes(value: Any) -> int:
+    if isinstance(value, (bytes, str)):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_value_nbytes(v) for v in value)
+    return 8
+
+
+class TrackedGrid(Grid):
+    """Delegates to Flower's grid; meters uplink/downlink bytes and orders nodes by partition.
+
+    Nodes are ordered by the partition they hold (learned from a `query.hello` exchange), so a
+    seeded sampler picks the same partitions in every run, whatever node ids the engine assigns.
+    """
+
+    def __init__(self, grid: Grid, *, hello_timeout: float = 60.0) -> None:
+        self._grid = grid
+        self._hello_timeout = hello_timeout
+        self.partition_of: dict[int, int] = {}
+        self.uplink_bytes = 0
+        self.downlink_bytes = 0
+        self.messages_sent = 0
+        self.error_replies = 0
+
+    # Flower's Grid API, delegated -------------------------------------------------------
+    def set_run(self, run: Any) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        return self._grid.run
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
+        return self._grid.create_message(*args, **kwargs)
+
+    def get_nodes(self) -> Iterable[Any]:
+        return self._grid.get_nodes()
+
+    def get_node_ids(self) -> list[int]:
+        ids = list(self._grid.get_node_ids())
+        unknown = [n for n in ids if n not in self.partition_of]
+        if unknown:
+            self._learn_partitions(unknown)
+        return sorted(ids, key=lambda n: (self.partition_of.get(n, 1 << 62), n))
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        self._count_out(messages)
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self._grid.pull_messages(message_ids))
+        self._count_in(replies)
+        return replies
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        self._count_out(messages)
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        self._count_in(replies)
+        return replies
+
+    # corolla's additions ------------------------------------------------------------------
+    def _count_out(self, messages: list[Message]) -> None:
+        self.messages_sent += len(messages)
+        self.downlink_bytes += sum(record_nbytes(m.content) for m in messages)
+
+    def _count_in(self, replies: list[Message]) -> None:
+        for reply in replies:
+            if reply.has_error():
+                self.error_replies += 1
+            else:
+                self.uplink_bytes += record_nbytes(reply.content)
+
+    def _learn_partitions(self, node_ids: list[int]) -> None:
+        """Ask new nodes which partition they hold; nodes that do not answer stay unordered."""
+        messages = [Message(RecordDict(), dst_node_id=n, message_type=HELLO) for n in node_ids]
+        started = time.monotonic()
+        for reply in self._grid.send_and_receive(messages, timeout=self._hello_timeout):
+            if reply.has_error():
+                log.warning("node %s failed the hello exchange: %s", reply.metadata.src_node_id,
+                            reply.error.reason.strip().splitlines()[0] if reply.error.reason else "")
+                continue
+            metrics = next(iter(reply.content.metric_records.values()))
+            self.partition_of[reply.metadata.src_node_id] = int(metrics["partition-id"])
+        log.debug("learned partitions of %d nodes in %.2fs", len(node_ids), time.monotonic() - started)

@@ -1,0 +1,146 @@
+"""RoundGuard: wraps any strategy to reject malformed replies, count failures and resume mid-run."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from strategies.base import ServerEnv, derive_seed
+
+log = logging.getLogger("corolla")
+
+
+class TooManyFailures(RuntimeError):
+    """More replies of a round failed than the run's `failures.max_fraction` allows."""
+
+
+@dataclass
+class RoundStats:
+    """What happened to one round's training messages."""
+
+    sent: int = 0
+    replies: int = 0
+    errors: int = 0
+    rejected: int = 0
+    started: float = field(default_factory=time.monotonic)
+    train_metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> int:
+        """Errors, rejected replies and replies that never came."""
+        return self.errors + self.rejected + (self.sent - self.replies)
+
+
+class RoundGuard(Strategy):
+    """Delegates to a strategy; Flower's own `start()` loop drives it.
+
+    - Rounds are numbered globally: a resumed run continues at `first_round`.
+    - Sampling is seeded by (seed, round), so runs and resumes pick the same clients.
+    - Replies are validated by the strategy's `validate_train_reply`; bad ones are logged
+      with the node id and left out, and the round goes on with the rest.
+    - A round whose failures exceed `max_failure_fraction` stops the run with the first
+      client error.
+    """
+
+    def __init__(self, inner: Any, *, env: ServerEnv, seed: int, first_round: int = 1,
+                 max_failure_fraction: float = 0.5,
+                 order_key: Callable[[int], int] | None = None) -> None:
+        self.inner = inner
+        self.env = env
+        self.seed = seed
+        self.offset = first_round - 1
+        self.max_failure_fraction = max_failure_fraction
+        self.order_key = order_key or (lambda node: node)
+        self.rounds: dict[int, RoundStats] = {}
+        self._sent_arrays: ArrayRecord | None = None
+
+    def global_round(self, server_round: int) -> int:
+        return server_round + self.offset
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        rnd = self.global_round(server_round)
+        config["task-id"] = self.env.task_of_round(rnd)
+        random.seed(derive_seed(self.seed, rnd, "sample"))
+        messages = list(self.inner.configure_train(rnd, arrays, config, grid))
+        self._sent_arrays = arrays
+        self.rounds[rnd] = RoundStats(sent=len(messages))
+        return messages
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        rnd = self.global_round(server_round)
+        stats = self.rounds.setdefault(rnd, RoundStats())
+        # Aggregate in partition order: float sums then repeat bit for bit across runs and resumes.
+        replies = sorted(replies, key=lambda m: self.order_key(m.metadata.src_node_id))
+        stats.replies = len(replies)
+        good, first_error = [], None
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                stats.errors += 1
+                first_error = first_error or reply.error.reason
+                log.warning("round %d: node %s failed: %s", rnd, node, _first_line(reply.error.reason))
+                continue
+            reason = self.inner.validate_train_reply(reply.content, self._sent_arrays)
+            if reason:
+                stats.rejected += 1
+                first_error = first_error or f"node {node}: reply rejected: {reason}"
+                log.warning("round %d: rejected reply from node %s: %s", rnd, node, reason)
+                continue
+            good.append(reply)
+        if stats.sent and stats.failures / stats.sent > self.max_failure_fraction:
+            raise TooManyFailures(
+                f"round {rnd}: {stats.failures} of {stats.sent} replies failed, more than "
+                f"failures.max_fraction={self.max_failure_fraction}. First client error:\n{first_error}"
+            )
+        if not good:
+            log.warning("round %d: no usable replies; the global model stays as it was", rnd)
+            return None, None
+        arrays, metrics = self.inner.aggregate_train(rnd, good)
+        if arrays is not None and self._sent_arrays is not None:
+            arrays = _match_dtypes(arrays, self._sent_arrays)
+        if metrics is not None:
+            stats.train_metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        return arrays, metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        rnd = self.global_round(server_round)
+        config["task-id"] = self.env.task_of_round(rnd)
+        return self.inner.configure_evaluate(rnd, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        good = [r for r in replies if not r.has_error()]
+        return self.inner.aggregate_evaluate(self.global_round(server_round), good) if good else None
+
+
+def _match_dtypes(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
+    """Cast aggregated arrays back to the global model's dtypes (averaging turns int64 into float64)."""
+    out = ArrayRecord()
+    for key, arr in arrays.items():
+        ref = reference.get(key)
+        values = arr.numpy()
+        if ref is not None and values.dtype != np.dtype(ref.dtype):
+            target = np.dtype(ref.dtype)
+            values = np.rint(values).astype(target) if np.issubdtype(target, np.integer) else values.astype(target)
+            arr = Array(np.asarray(values))  # 0-d results come back as numpy scalars
+        out[key] = arr
+    return out
+
+
+def _first_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[0] if lines else ""

@@ -1,0 +1,1 @@
+"""`corolla run`: Hydra entry point -> Flower's simulation engine (Ray backend)."""

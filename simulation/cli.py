@@ -1,0 +1,57 @@
+"""The `corolla` command: run, strategies, bench, certs, deploy."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: corolla <command> [args]
+
+commands:
+  run [hydra overrides]        run an experiment, e.g. corolla run strategy=fedprox task=digits
+                               (--multirun strategy=fedavg,fedprox seed=0,1,2 sweeps)
+  strategies                   list built-in and plugin strategies
+  bench <name> [--quick] [--out DIR]
+                               run a side-by-side benchmark (corolla bench --list)
+  certs <dir> [...]            make a CA, SuperLink certificate and SuperNode keys
+  deploy superlink|supernode   start Flower's deployment processes with TLS and node auth
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = args[0], args[1:]
+    if command == "run":
+        from simulation.run import main as run_main
+
+        return run_main(rest)
+    if command == "strategies":
+        from strategies.registry import available_strategies, get_strategy
+
+        for name, origin in available_strategies().items():
+            try:
+                description = get_strategy(name).description
+            except Exception as ex:  # show a broken plugin instead of hiding it
+                description = f"(fails to load: {ex})"
+            print(f"{name:<12} {origin:<40} {description}")
+        return 0
+    if command == "bench":
+        from bench.cli import main as bench_main
+
+        return bench_main(rest)
+    if command == "certs":
+        from deploy.certs import main as certs_main
+
+        return certs_main(rest)
+    if command == "deploy":
+        from deploy.launch import main as deploy_main
+
+        return deploy_main(rest)
+    print(f"corolla: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The strategy contract: the server-half mixin, the client-half base and the definition tying them."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message, RecordDict
+
+if TYPE_CHECKING:
+    import torch
+    from data import TaskBundle
+
+
+@dataclass
+class ServerEnv:
+    """What a server half may use: the resolved config, the task, a model factory and the run dir."""
+
+    cfg: dict[str, Any]
+    task: "TaskBundle"
+    build_model: Callable[[], "torch.nn.Module"]
+    run_dir: Path
+    rounds_per_task: int
+
+    def task_of_round(self, server_round: int) -> int:
+        """The continual task a (1-based) round trains on."""
+        return min((server_round - 1) // self.rounds_per_task, self.task.num_tasks - 1)
+
+    def is_task_end(self, server_round: int) -> bool:
+        """True on the last round of a task."""
+        return server_round % self.rounds_per_task == 0
+
+
+class CorollaStrategy:
+    """Mixin for server halves: resume state, reply validation and per-round metrics.
+
+    Put it before the Flower strategy in the bases: ``class MyServer(CorollaStrategy, FedAvg)``.
+    """
+
+    env: ServerEnv
+
+    def setup(self, env: ServerEnv) -> None:
+        """Receive the run's environment before the first round."""
+        self.env = env
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resume needs beyond the global model (tensors, numbers, strings, lists)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+    def validate_train_reply(self, content: RecordDict, sent: ArrayRecord) -> str | None:
+        """Why a training reply must be rejected, or None. The default checks model weights."""
+        from strategies.validation import check_weights_reply
+
+        return check_weights_reply(content, sent, max_num_examples=self.max_num_examples)
+
+    max_num_examples: int = 10_000_000
+
+    def round_metrics(self, server_round: int) -> dict[str, float]:
+        """The method's own numbers for this round's metrics.jsonl record."""
+        return {}
+
+
+class ClientEnv:
+    """What a client half may use: config, partition, data, model factory, device and state."""
+
+    def __init__(self, cfg: dict[str, Any], context: Context) -> None:
+        self.cfg = cfg
+        self.context = context
+        node_config = context.node_config
+        if "partition-id" not in node_config:
+            raise KeyError(
+                "this SuperNode has no 'partition-id' in its node config; start it with "
+                "--node-config \"partition-id=<i> num-partitions=<n>\""
+            )
+        self.partition_id = int(node_config["partition-id"])
+        self.num_partitions = int(node_config.get("num-partitions", cfg["task"]["num_clients"]))
+
+    @property
+    def state(self) -> RecordDict:
+        """Client-side state that survives between rounds (Flower's Context.state)."""
+        return self.context.state
+
+    @cached_property
+    def task(self) -> "TaskBundle":
+        from data import load_task
+
+        return load_task(self._task_cfg(), seed=int(self.cfg["seed"]))
+
+    def _task_cfg(self) -> dict[str, Any]:
+        task_cfg = dict(self.cfg["task"])
+        data_dir = self.context.node_config.get("data-dir")
+        if data_dir:  # a deployed site points at its own copy of the files
+            task_cfg["data_dir"] = str(data_dir)
+        return task_cfg
+
+    @cached_property
+    def device(self) -> "torch.device":
+        from models.accel import pick_device
+
+        return pick_device(str(self.cfg.get("device", "auto")))
+
+    def build_model(self) -> "torch.nn.Module":
+        """A fresh model of the run's architecture (weights come from the server's message)."""
+        from models import build_model
+
+        task = self.task
+        return build_model(self.cfg["model"], task.input_shape, task.num_classes)
+
+    def class_mask(self, task_id: int) -> list[int] | None:
+        """Allowed output classes: the task's own in task-incremental learning, else all."""
+        if self.task.scenario == "task-incremental":
+            return list(self.task.task_classes[task_id])
+        return None
+
+    def seed_for(self, server_round: int, purpose: str = "train") -> int:
+        """A seed that differs per run seed, round, client and purpose, and repeats across runs."""
+        return derive_seed(self.cfg["seed"], server_round, self.partition_id, purpose)
+
+
+class ClientHalf:
+    """Base of client halves: maps message types to handler methods.
+
+    ``message_types`` maps a Flower message type (``"train"``, ``"query.sketch"``, ...) to the
+    name of the method that handles it; each handler takes the Message and returns the reply.
+    """
+
+    message_types: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, env: ClientEnv) -> None:
+        self.env = env
+
+    def handle(self, message: Message) -> Message:
+        """Dispatch one message to its handler."""
+        mtype = message.metadata.message_type
+        try:
+            method = self.message_types[mtype]
+        except KeyError:
+            raise ValueError(
+                f"{type(self).__name__} does not handle message type {mtype!r}; "
+                f"it handles {sorted(self.message_types)}"
+            ) from None
+        return getattr(self, method)(message)
+
+
+@dataclass(frozen=True)
+class StrategyDef:
+    """A registered strategy: its name, server half class and client half class."""
+
+    name: str
+    server: type
+    client: type[ClientHalf]
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 32-bit seed from any parts, stable across processes (unlike hash())."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int(np.frombuffer(digest[:4], dtype=np.uint32)[0])

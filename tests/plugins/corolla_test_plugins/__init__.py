@@ -1,0 +1,1 @@
+"""Strategies that misbehave on purpose, path-loaded by the failure tests as a plugin package."""
