@@ -13,7 +13,7 @@ from flwr.serverapp import Grid
 from data import load_task
 from models import build_model
 from models.accel import pick_device
-from server.config_check import check_config, rounds_per_task
+from server.config_check import ConfigError, check_config, rounds_per_task
 from server.grid import TrackedGrid
 from server.guard import RoundGuard
 from server.recorder import CHECKPOINT, RunRecorder
@@ -41,6 +41,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
     strategy = build_server_strategy(cfg["strategy"])
     strategy.max_num_examples = int(cfg["failures"]["max_num_examples"])
     strategy.setup(env)
+    arrays = strategy.initial_arrays(arrays)
     recorder = RunRecorder(run_dir, env, device=pick_device(str(cfg.get("device", "auto"))), progress=progress)
 
     first_round = 1
@@ -56,6 +57,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
     num_rounds = int(cfg["num_rounds"])
     if first_round <= num_rounds:
         tracked = TrackedGrid(grid)
+        check_federation_size(tracked, task.num_clients)
         guard = RoundGuard(strategy, env=env, seed=seed, first_round=first_round,
                            max_failure_fraction=float(cfg["failures"]["max_fraction"]),
                            order_key=lambda node: tracked.partition_of.get(node, 1 << 62))
@@ -63,3 +65,15 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
         guard.start(grid=tracked, initial_arrays=arrays, num_rounds=num_rounds - first_round + 1,
                     timeout=float(cfg["engine"].get("timeout_s", 3600)), evaluate_fn=recorder.evaluate_fn)
     return recorder.finish()
+
+
+def check_federation_size(grid: TrackedGrid, num_clients: int) -> None:
+    """Fail clearly when the SuperNodes hold partitions of a different split than the task's."""
+    grid.get_node_ids()  # learns the partitions of the nodes connected now
+    sizes = sorted(set(grid.num_partitions_of.values()))
+    if sizes and sizes != [num_clients]:
+        raise ConfigError(
+            f"the SuperNodes split the data into {sizes} partitions but task.num_clients={num_clients}: "
+            f"run one SuperNode per client (simulation: options.num-supernodes={num_clients}; "
+            f"deployment: --node-config \"num-partitions={num_clients} partition-id=<i>\")"
+        )

@@ -47,6 +47,7 @@ class TrackedGrid(Grid):
         self._grid = grid
         self._hello_timeout = hello_timeout
         self.partition_of: dict[int, int] = {}
+        self.num_partitions_of: dict[int, int] = {}
         self.uplink_bytes = 0
         self.downlink_bytes = 0
         self.messages_sent = 0
@@ -113,4 +114,5 @@ class TrackedGrid(Grid):
                 continue
             metrics = next(iter(reply.content.metric_records.values()))
             self.partition_of[reply.metadata.src_node_id] = int(metrics["partition-id"])
+            self.num_partitions_of[reply.metadata.src_node_id] = int(metrics["num-partitions"])
         log.debug("learned partitions of %d nodes in %.2fs", len(node_ids), time.monotonic() - started)

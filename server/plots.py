@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def write_plots(out: Path, history: list[dict[str, Any]], matrix: list[list[float]]) -> None:
     """Write plots/*.png for a finished run."""
+    history = [r for r in history if r.get("accuracy") is not None and r.get("loss") is not None]
     if not history:
         return
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ class RoundProgress:
 
     def __call__(self, server_round: int, record: dict[str, Any]) -> None:
         self.bar.n = server_round
-        postfix = {"acc": f"{record['accuracy']:.3f}", "loss": f"{record['loss']:.3f}"}
+        postfix = {k: f"{record[k]:.3f}" for k in ("accuracy", "loss") if record.get(k) is not None}
         if record.get("num_failures"):
             postfix["failed"] = record["num_failures"]
         self.bar.set_postfix(postfix, refresh=False)

@@ -78,9 +78,16 @@ class RunRecorder:
         assert self.guard is not None and self.grid is not None
         rnd = self.guard.global_round(server_round)
         task_id = self.env.task_of_round(rnd)
-        accs, losses = self._evaluate_tasks(arrays, upto=task_id)
-        if self.env.is_task_end(rnd) and len(self.matrix) == task_id:
-            self.matrix.append(accs + [float("nan")] * (self.env.task.num_tasks - len(accs)))
+        own = self.strategy.evaluate_global(rnd, arrays)
+        if own is None:
+            accs, losses = self._evaluate_tasks(arrays, upto=task_id)
+            if self.env.is_task_end(rnd) and len(self.matrix) == task_id:
+                self.matrix.append(accs + [float("nan")] * (self.env.task.num_tasks - len(accs)))
+            evaluation: dict[str, Any] = {"accuracy": sum(accs) / len(accs), "loss": sum(losses) / len(losses)}
+            if self.env.task.num_tasks > 1:
+                evaluation["task_accuracy"] = accs
+        else:
+            evaluation = own
         stats = self.guard.rounds.get(rnd)
         up = self.grid.uplink_bytes - self._bytes_mark[0]
         down = self.grid.downlink_bytes - self._bytes_mark[1]
@@ -94,8 +101,8 @@ class RunRecorder:
         record: dict[str, Any] = {
             "round": rnd,
             "task": task_id,
-            "accuracy": sum(accs) / len(accs),
-            "loss": sum(losses) / len(losses),
+            "accuracy": evaluation.pop("accuracy"),
+            "loss": evaluation.pop("loss"),
             "num_replies": (stats.replies - stats.errors - stats.rejected) if stats else 0,
             "num_failures": stats.failures if stats else 0,
             "num_rejected": stats.rejected if stats else 0,
@@ -103,8 +110,7 @@ class RunRecorder:
             "downlink_bytes": down,
             "wall_s": round(wall, 4),
         }
-        if self.env.task.num_tasks > 1:
-            record["task_accuracy"] = accs
+        record.update(evaluation)
         if stats:
             record.update({k: v for k, v in stats.train_metrics.items() if k != "num-examples"})
         record.update(self.strategy.round_metrics(rnd))
@@ -117,7 +123,7 @@ class RunRecorder:
             self.checkpoint(rnd, arrays)
         if self.progress:
             self.progress(rnd, record)
-        return MetricRecord({"accuracy": record["accuracy"], "loss": record["loss"]})
+        return MetricRecord({k: float(record[k]) for k in ("accuracy", "loss") if record[k] is not None})
 
     def _evaluate_tasks(self, arrays: ArrayRecord, upto: int) -> tuple[list[float], list[float]]:
         model = self.env.build_model()
@@ -159,8 +165,9 @@ class RunRecorder:
             "communication": {"uplink_bytes": self.uplink_bytes, "downlink_bytes": self.downlink_bytes},
             "timing": {"wall_s": round(self.wall_s, 3)},
         }
-        if task.num_tasks > 1:
+        if self.matrix:
             summary["continual"] = continual_metrics(self.matrix)
+        summary.update(self.strategy.summary_extra())
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         if self.cfg.get("plots", True):
             from server.plots import write_plots

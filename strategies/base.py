@@ -66,6 +66,26 @@ class CorollaStrategy:
         """The method's own numbers for this round's metrics.jsonl record."""
         return {}
 
+    def initial_arrays(self, default: ArrayRecord) -> ArrayRecord:
+        """The global arrays Flower's loop starts from (default: the task model's initial weights).
+
+        A method whose global state is not the task model (CreamFL's server model) returns its own.
+        """
+        return default
+
+    def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any] | None:
+        """Held-out evaluation of the global state after a round, or None for corolla's default
+        (classification accuracy/loss of the task model on the test split of every seen task).
+
+        A returned dict must hold `accuracy` and `loss` (None where they do not apply) and may hold
+        more keys; it becomes part of the round's metrics.jsonl record.
+        """
+        return None
+
+    def summary_extra(self) -> dict[str, Any]:
+        """Sections the method adds to summary.json (e.g. `retrieval`)."""
+        return {}
+
 
 class ClientEnv:
     """What a client half may use: config, partition, data, model factory, device and state."""

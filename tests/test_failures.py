@@ -20,7 +20,9 @@ def test_malformed_and_crashing_clients_are_counted_and_the_run_goes_on(tmp_path
         assert record["num_replies"] == 4       # the rest were aggregated
     assert records[-1]["accuracy"] > 0.3        # the NaN never reached the model
     assert read_summary(run_dir)["failures"]["total"] == 4
-    assert "rejected reply from node" in result.stderr and "NaN" in result.stderr
+    logged = result.stdout + result.stderr
+    assert "rejected reply from node" in logged and "NaN" in logged
+    assert "injected crash on partition 1" in logged
 
 
 def test_too_many_failures_exit_nonzero_with_the_client_traceback(tmp_path: Path) -> None:

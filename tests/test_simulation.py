@@ -72,7 +72,7 @@ def test_bad_config_fails_before_ray_starts(tmp_path: Path, override: str, messa
     text = result.stdout + result.stderr
     assert message in text
     # The check runs before the run directory is prepared and before the engine starts.
-    assert not list((tmp_path / "runs").rglob("config.yaml"))
+    assert not list((tmp_path / "runs").glob("*/config.yaml"))  # (Hydra's own .hydra/ is there)
     assert not list((tmp_path / "runs").rglob("metrics.jsonl"))
 
 

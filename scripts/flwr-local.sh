@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# `flwr run .` through Flower's own CLI on a local simulation SuperLink that corolla starts with
+# --disable-runtime-dependency-installation (Flower's managed one would install the app's
+# dependencies per run and pull CUDA torch).
+#   scripts/flwr-local.sh [hydra overrides...]      e.g. scripts/flwr-local.sh task=digits model=mlp
+#   scripts/flwr-local.sh --stop                     stops the SuperLink this script started
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export FLWR_HOME=${FLWR_HOME:-$PWD/.flwr}
+BIN=$PWD/.venv/bin
+export PATH="$BIN:$PATH"   # the SuperLink starts flower-superexec, flwr-simulation by name
+RUNTIME=$FLWR_HOME/local-superlink
+PIDFILE=$RUNTIME/superlink.pid
+mkdir -p "$RUNTIME"
+
+if [ "${1:-}" = "--stop" ]; then  # the SuperLink and what it started (SuperExec, simulations)
+  [ -f "$PIDFILE" ] && "$BIN/python" - "$(cat "$PIDFILE")" <<'PY'
+import sys, psutil
+try:
+    root = psutil.Process(int(sys.argv[1]))
+except psutil.NoSuchProcess:
+    sys.exit(0)
+procs = [root, *root.children(recursive=True)]
+for p in procs:
+    p.terminate()
+_, alive = psutil.wait_procs(procs, timeout=10)
+for p in alive:
+    p.kill()
+print("stopped", len(procs), "processes")
+PY
+  rm -f "$PIDFILE"
+  exit 0
+fi
+
+# Flower's `:local:` connection uses a SuperLink already listening on these ports instead of
+# starting its own; these are the flags Flower uses, plus the one it lacks.
+if ! curl -sf "http://127.0.0.1:${FLWR_LOCAL_SUPERLINK_HTTP_API_PORT:-39091}/health" >/dev/null 2>&1; then
+  setsid "$BIN/flower-superlink" --insecure --simulation --isolation subprocess \
+    --disable-runtime-dependency-installation \
+    --host 127.0.0.1 --port "${FLWR_LOCAL_SUPERLINK_HTTP_API_PORT:-39091}" \
+    --database "$RUNTIME/state.db" --log-file "$RUNTIME/superlink.log" \
+    >/dev/null 2>&1 < /dev/null &
+  echo $! > "$PIDFILE"
+  for _ in $(seq 1 150); do
+    curl -sf "http://127.0.0.1:${FLWR_LOCAL_SUPERLINK_HTTP_API_PORT:-39091}/health" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+fi
+
+# One SuperNode per client of the task, taken from the composed config.
+overrides="$*"
+clients=$("$BIN/python" -c "import shlex,sys; from client.runconfig import compose; print(compose(shlex.split(sys.argv[1]))['task']['num_clients'])" "$overrides")
+cat > "$FLWR_HOME/config.toml" <<TOML
+[superlink]
+default = "local"
+
+[superlink.local]
+address = ":local:"
+options.num-supernodes = $clients
+TOML
+exec "$BIN/flwr" run . local --stream --run-config "overrides=\"$overrides\""
