@@ -33,6 +33,8 @@ def check_config(cfg: dict[str, Any]) -> None:
     _check_number(cfg, "train.epochs", int(train["epochs"]) >= 1, "must be >= 1")
     _check_number(cfg, "train.batch_size", int(train["batch_size"]) >= 1, "must be >= 1")
     _check_number(cfg, "train.lr", float(train["lr"]) > 0, "must be > 0")
+    if cfg["evaluate"].get("split", "test") not in ("test", "val"):
+        raise ConfigError(f"evaluate.split={cfg['evaluate']['split']!r} is not one of test, val")
     if cfg.get("device", "auto") not in DEVICES:
         raise ConfigError(f"device={cfg['device']!r} is not one of {', '.join(DEVICES)}")
     if cfg["engine"].get("name") not in ENGINES:

@@ -81,7 +81,7 @@ class RunRecorder:
         own = self.strategy.evaluate_global(rnd, arrays)
         if own is None:
             accs, losses = self._evaluate_tasks(arrays, upto=task_id)
-            if self.env.is_task_end(rnd) and len(self.matrix) == task_id:
+            if self.env.task.num_tasks > 1 and self.env.is_task_end(rnd) and len(self.matrix) == task_id:
                 self.matrix.append(accs + [float("nan")] * (self.env.task.num_tasks - len(accs)))
             evaluation: dict[str, Any] = {"accuracy": sum(accs) / len(accs), "loss": sum(losses) / len(losses)}
             if self.env.task.num_tasks > 1:
@@ -129,8 +129,9 @@ class RunRecorder:
         model = self.env.build_model()
         model.load_state_dict(arrays.to_torch_state_dict())
         accs, losses = [], []
+        held_out = self.env.task.val if self.cfg["evaluate"].get("split", "test") == "val" else self.env.task.test
         for t in range(upto + 1):
-            split = self.env.task.test(t)
+            split = held_out(t)
             mask = list(self.env.task.task_classes[t]) if self.env.task.scenario == "task-incremental" else None
             res = evaluate(model, split.x, split.y, device=self.device,
                            batch_size=int(self.cfg["evaluate"]["batch_size"]), class_mask=mask)
@@ -159,7 +160,8 @@ class RunRecorder:
             "seed": self.cfg["seed"],
             "num_clients": task.num_clients,
             "rounds": last.get("round", 0),
-            "final": {"accuracy": last.get("accuracy"), "loss": last.get("loss")},
+            "final": {"accuracy": last.get("accuracy"), "loss": last.get("loss"),
+                      "split": self.cfg["evaluate"].get("split", "test")},
             "failures": {"total": sum(r["num_failures"] for r in self.history),
                          "rejected": sum(r.get("num_rejected", 0) for r in self.history)},
             "communication": {"uplink_bytes": self.uplink_bytes, "downlink_bytes": self.downlink_bytes},
