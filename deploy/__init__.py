@@ -1,0 +1,1 @@
+"""Deployment across sites: certificates, SuperLink/SuperNode launchers, container and cluster files."""
