@@ -7,33 +7,14 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
+
+from strategies.payload import record_nbytes
 
 log = logging.getLogger("corolla")
 
 HELLO = "query.hello"
-
-
-def record_nbytes(content: RecordDict) -> int:
-    """Payload bytes of a message: array buffers exactly, config/metric entries approximately."""
-    total = 0
-    for key, record in content.items():
-        total += len(key)
-        if isinstance(record, ArrayRecord):
-            total += sum(len(arr.data) + len(name) for name, arr in record.items())
-        elif isinstance(record, (ConfigRecord, MetricRecord)):
-            for name, value in record.items():
-                total += len(name) + _value_nbytes(value)
-    return total
-
-
-def _value_nbytes(value: Any) -> int:
-    if isinstance(value, (bytes, str)):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_value_nbytes(v) for v in value)
-    return 8
 
 
 class TrackedGrid(Grid):

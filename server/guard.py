@@ -33,6 +33,7 @@ class RoundStats:
     rejected: int = 0
     started: float = field(default_factory=time.monotonic)
     train_metrics: dict[str, float] = field(default_factory=dict)
+    server_s: float = 0.0   # the strategy's own time: configure_train + aggregate_train
 
     @property
     def failures(self) -> int:
@@ -74,9 +75,10 @@ class RoundGuard(Strategy):
         rnd = self.global_round(server_round)
         config["task-id"] = self.env.task_of_round(rnd)
         random.seed(derive_seed(self.seed, rnd, "sample"))
+        started = time.perf_counter()
         messages = list(self.inner.configure_train(rnd, arrays, config, grid))
         self._sent_arrays = arrays
-        self.rounds[rnd] = RoundStats(sent=len(messages))
+        self.rounds[rnd] = RoundStats(sent=len(messages), server_s=time.perf_counter() - started)
         return messages
 
     def aggregate_train(self, server_round: int,
@@ -109,7 +111,9 @@ class RoundGuard(Strategy):
         if not good:
             log.warning("round %d: no usable replies; the global model stays as it was", rnd)
             return None, None
+        started = time.perf_counter()
         arrays, metrics = self.inner.aggregate_train(rnd, good)
+        stats.server_s += time.perf_counter() - started
         if arrays is not None and self._sent_arrays is not None:
             arrays = _match_dtypes(arrays, self._sent_arrays)
         if metrics is not None:

@@ -109,6 +109,7 @@ class RunRecorder:
             "uplink_bytes": up,
             "downlink_bytes": down,
             "wall_s": round(wall, 4),
+            "server_s": round(stats.server_s, 6) if stats else 0.0,
         }
         record.update(evaluation)
         if stats:

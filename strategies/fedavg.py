@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -41,6 +41,10 @@ class WeightsClient(ClientHalf):
         """Extra loss terms for the local objective (FedProx adds its proximal term here)."""
         return []
 
+    def after_backward(self, config: ConfigRecord) -> Callable[[torch.nn.Module], None] | None:
+        """A hook run after each backward pass, before the optimizer step (e.g. freezing layers)."""
+        return None
+
     def load_global(self, message: Message) -> torch.nn.Module:
         model = self.env.build_model()
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
@@ -57,6 +61,7 @@ class WeightsClient(ClientHalf):
             device=self.env.device, seed=self.env.seed_for(server_round),
             class_mask=self.env.class_mask(task_id),
             loss_terms=self.loss_terms(config, model),
+            after_backward=self.after_backward(config),
         )
         metrics = MetricRecord({"num-examples": result.num_examples, "train_loss": result.loss,
                                 "train_accuracy": result.accuracy})

@@ -16,6 +16,7 @@ ENTRY_POINT_GROUP = "corolla.strategies"
 BUILTIN: dict[str, str] = {
     "fedavg": "strategies.fedavg:STRATEGY",
     "fedprox": "strategies.fedprox:STRATEGY",
+    "fot": "strategies.fot:STRATEGY",
 }
 
 # Config keys that configure corolla itself, not the server half's constructor.

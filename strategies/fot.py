@@ -1,0 +1,431 @@
+"""FOT (Bakman et al., ICLR 2024): server-side orthogonal projection of updates, task-end subspace sketches."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from torch import nn
+
+from models.accel import prepare_model, to_device_batch
+from strategies.base import ServerEnv, StrategyDef, derive_seed
+from strategies.payload import record_nbytes
+from strategies.fedavg import FedAvgServer, WeightsClient
+from strategies.fot_subspace import Sketch, expand_basis, gaussian_rows, new_directions, project_out, threshold
+
+log = logging.getLogger("corolla")
+
+SKETCH = "query.sketch"
+BIAS_MODES = ("free", "freeze_after_first_task")
+SKETCH_CLIENTS = ("last_round", "all")
+SKETCH_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+# ---- which layers are projected, and what their inputs are ---------------------------------------
+
+def _conv_supported(module: nn.Conv2d) -> bool:
+    return module.groups == 1 and module.padding_mode == "zeros"
+
+
+def find_projected_layers(model: nn.Module, names: list[str] | None = None, *,
+                          include_head: bool = True) -> dict[str, nn.Module]:
+    """Weight names (``body.1.weight``) of the projected Linear/Conv2d layers, mapped to their modules.
+
+    `names=None`: every Linear and Conv2d weight (the head only if `include_head`); grouped or
+    non-zero-padded convolutions are left out, since their inputs are not plain im2col patches.
+    """
+    found = {f"{prefix}.weight": m for prefix, m in model.named_modules()
+             if isinstance(m, (nn.Linear, nn.Conv2d))}
+    if names is None:
+        chosen = {}
+        for name, m in found.items():
+            if name.startswith("head.") and not include_head:
+                continue
+            if isinstance(m, nn.Conv2d) and not _conv_supported(m):
+                log.warning("FOT leaves %s unprojected (grouped or non-zero-padded convolution)", name)
+                continue
+            chosen[name] = m
+        return chosen
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise ValueError(f"strategy.projected_layers names {unknown}, which are not Linear/Conv2d weights "
+                         f"of model; valid names: {', '.join(found)}")
+    for n in names:
+        if isinstance(found[n], nn.Conv2d) and not _conv_supported(found[n]):
+            raise ValueError(f"strategy.projected_layers: {n} is a grouped or non-zero-padded convolution; "
+                             "FOT projects only groups=1, zero-padded Conv2d layers")
+    return {n: found[n] for n in names}
+
+
+def layer_dim(module: nn.Module) -> int:
+    """d: the length of one input column of the layer (Conv2d: C_in·kh·kw)."""
+    if isinstance(module, nn.Conv2d):
+        return module.in_channels * math.prod(module.kernel_size)
+    return int(module.in_features)
+
+
+def _conv_padding(module: nn.Conv2d) -> tuple[int, ...]:
+    if module.padding == "valid":
+        return (0, 0)
+    if module.padding == "same":  # symmetric only for odd (dilated) kernels, which is all unfold can do
+        if any(k % 2 == 0 for k in module.kernel_size):
+            raise ValueError("FOT cannot unfold a padding='same' Conv2d with an even kernel size")
+        return tuple(dil * (k - 1) // 2 for dil, k in zip(module.dilation, module.kernel_size))
+    return tuple(module.padding)
+
+
+def layer_columns(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The layer's inputs as columns, d × m (Linear: input vectors; Conv2d: im2col patches)."""
+    if isinstance(module, nn.Conv2d):
+        patches = F.unfold(inputs, module.kernel_size, dilation=module.dilation,
+                           padding=_conv_padding(module), stride=module.stride)  # (N, d, L)
+        return patches.transpose(0, 1).reshape(patches.shape[1], -1)
+    return inputs.reshape(-1, inputs.shape[-1]).T
+
+
+def _module_of(model: nn.Module, weight_name: str) -> nn.Module:
+    return model.get_submodule(weight_name.removesuffix(".weight"))
+
+
+def client_sketches(model: nn.Module, layers: list[str], x: torch.Tensor, bases: dict[str, torch.Tensor],
+                    *, cols: int | None, max_columns: int, seed: int, device: torch.device,
+                    batch_size: int = 256) -> dict[str, tuple[torch.Tensor, float, int]]:
+    """Per layer: (Y = R̂Q, r = ‖R̂‖/‖R‖, n = columns of R) for the layer inputs on data x.
+
+    A layer with more than `max_columns` columns (conv patches) is subsampled uniformly; the kept
+    columns are scaled by 1/sqrt(p) so that each client still weighs in by its full data.
+    """
+    model = prepare_model(model, device).eval()
+    modules = {name: _module_of(model, name) for name in layers}
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda _m, inp, _out, name=name: captured.__setitem__(name, inp[0]))
+             for name, m in modules.items()]
+    subsample = torch.Generator().manual_seed(derive_seed(seed, "subsample"))
+    sketches: dict[str, Sketch] = {}
+    keep: dict[str, float] = {}
+    total: dict[str, int] = dict.fromkeys(layers, 0)
+    n = len(x)
+    try:
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                xb = x[start:start + batch_size].to(device, torch.float32)
+                model(to_device_batch(xb, device))
+                for name in layers:
+                    block = layer_columns(modules[name], captured.pop(name).float())
+                    m = block.shape[1]
+                    if name not in sketches:
+                        d = block.shape[0]
+                        width = cols or d
+                        keep[name] = min(1.0, max_columns / (m / len(xb) * n))
+                        q = gaussian_rows(torch.Generator().manual_seed(derive_seed(seed, name, "Q")),
+                                          width, device=device)
+                        sketches[name] = Sketch(d, width, bases.get(name), q, device=device)
+                    total[name] += m
+                    if keep[name] < 1.0:
+                        block = block[:, (torch.rand(m, generator=subsample) < keep[name]).to(device)]
+                    sketches[name].add(block, scale=1.0 / math.sqrt(keep[name]))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {name: (s.y.cpu(), s.ratio, total[name]) for name, s in sketches.items()}
+
+
+# ---- server half --------------------------------------------------------------------------------
+
+class FotServer(FedAvgServer):
+    """FedAvg whose update is projected off the bases U of earlier tasks; U grows at each task switch."""
+
+    def __init__(self, *, server_lr: float = 1.0, eps_start: float = 0.96, eps_inc: float = 0.0,
+                 sketch_cols: int | None = None, sketch_dtype: str = "float32",
+                 sketch_clients: str = "last_round", sketch_max_samples: int = 100_000,
+                 projected_layers: list[str] | None = None, project_head: str | bool = "auto",
+                 bias_mode: str = "freeze_after_first_task", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if not server_lr > 0:
+            raise ValueError(f"strategy.server_lr must be > 0, got {server_lr}")
+        if not 0 < eps_start <= 1 or not 0 <= eps_inc < 1:
+            raise ValueError(f"strategy.eps_start must lie in (0, 1] and eps_inc in [0, 1); got {eps_start}, {eps_inc}")
+        if sketch_cols is not None and int(sketch_cols) < 1:
+            raise ValueError(f"strategy.sketch_cols must be >= 1 or null (= d), got {sketch_cols}")
+        if sketch_dtype not in SKETCH_DTYPES:
+            raise ValueError(f"strategy.sketch_dtype must be one of {', '.join(SKETCH_DTYPES)}, got {sketch_dtype!r}")
+        if sketch_clients not in SKETCH_CLIENTS:
+            raise ValueError(f"strategy.sketch_clients must be one of {', '.join(SKETCH_CLIENTS)}, got {sketch_clients!r}")
+        if int(sketch_max_samples) < 1:
+            raise ValueError(f"strategy.sketch_max_samples must be >= 1, got {sketch_max_samples}")
+        if project_head not in ("auto", True, False):
+            raise ValueError(f"strategy.project_head must be auto, true or false, got {project_head!r}")
+        if bias_mode not in BIAS_MODES:
+            raise ValueError(f"strategy.bias_mode must be one of {', '.join(BIAS_MODES)}, got {bias_mode!r} "
+                             "(for no biases at all, use a bias-free model: model.bias=false)")
+        self.server_lr = float(server_lr)
+        self.eps_start, self.eps_inc = float(eps_start), float(eps_inc)
+        self.sketch_cols = None if sketch_cols is None else int(sketch_cols)
+        self.sketch_dtype = sketch_dtype
+        self.sketch_clients = sketch_clients
+        self.sketch_max_samples = int(sketch_max_samples)
+        self.projected_layers = None if projected_layers is None else list(projected_layers)
+        self.project_head = project_head
+        self.bias_mode = bias_mode
+        # Method state (state_dict): bases U (d × k, float64), ε_t, the task whose rounds run now,
+        # and the clients that answered the task's last round (they sketch at the switch).
+        self.bases: dict[str, torch.Tensor] = {}
+        self.eps = self.eps_start
+        self.task_index = 0
+        self.last_round_nodes: list[int] = []
+        self.sketch_bytes_total = 0
+        self.layer_dims: dict[str, int] = {}
+        self.frozen_biases: list[str] = []
+        self._global: dict[str, np.ndarray] = {}
+        self._server_s: dict[int, float] = {}
+        self._sketch_bytes: dict[int, int] = {}
+        self._sketch_clients: dict[int, int] = {}
+
+    def setup(self, env: ServerEnv) -> None:
+        super().setup(env)
+        model = env.build_model()
+        # Per-task heads (task-incremental) stay free; a shared head is a layer like any other
+        # (the official code projects the output layer on Permuted-MNIST).
+        include_head = (env.task.scenario != "task-incremental") if self.project_head == "auto" else bool(self.project_head)
+        layers = find_projected_layers(model, self.projected_layers, include_head=include_head)
+        if not layers:
+            raise ValueError("FOT found no Linear/Conv2d weights to project; list them in strategy.projected_layers")
+        self.layer_dims = {name: layer_dim(m) for name, m in layers.items()}
+        params = dict(model.named_parameters())
+        biases = [n.removesuffix(".weight") + ".bias" for n in layers]
+        biases = [b for b in biases if b in params]
+        self.frozen_biases = biases if self.bias_mode == "freeze_after_first_task" else []
+        if biases and self.bias_mode == "free":
+            log.warning("FOT: %d projected layers have free biases, which are not projected and bring "
+                        "forgetting back; use model.bias=false or strategy.bias_mode=freeze_after_first_task",
+                        len(biases))
+        log.info("FOT projects %s", ", ".join(f"{n} (d={d})" for n, d in self.layer_dims.items()))
+
+    # ---- rounds ----------------------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        task = self.env.task_of_round(server_round)
+        if self.frozen_biases and task > 0:
+            config["fot-frozen"] = list(self.frozen_biases)
+        elif "fot-frozen" in config:
+            del config["fot-frozen"]
+        messages = list(super().configure_train(server_round, arrays, config, grid))  # samples first
+        if task > self.task_index:
+            self.extract_subspace(server_round, arrays, grid, finished_task=task - 1)
+            self.task_index = task
+        self._global = {k: v.numpy() for k, v in arrays.items()}
+        return messages
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        started = time.perf_counter()
+        valid, _ = self._check_and_log_replies(list(replies), is_train=True)
+        if not valid:
+            return None, None
+        if self.env.is_task_end(server_round):
+            self.last_round_nodes = [m.metadata.src_node_id for m in valid]
+        contents = [m.content for m in valid]
+        weights = np.array([float(c.metric_records[next(iter(c.metric_records))][self.weighted_by_key])
+                            for c in contents])
+        weights /= weights.sum()
+        frozen = set(self.frozen_biases) if self.env.task_of_round(server_round) > 0 else set()
+        out = {}
+        for key, current in self._global.items():
+            mean = sum(w * c[self.arrayrecord_key][key].numpy().astype(np.float64) for w, c in zip(weights, contents))
+            if not np.issubdtype(current.dtype, np.floating):  # counters and other integer buffers
+                out[key] = Array(np.rint(mean).astype(current.dtype))
+                continue
+            delta = current.astype(np.float64) - mean
+            if key in self.bases:
+                delta = project_out(torch.from_numpy(delta), self.bases[key]).numpy()
+            if key in frozen:
+                delta = np.zeros_like(delta)
+            out[key] = Array((current - self.server_lr * delta).astype(current.dtype))
+        metrics = self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+        self._server_s[server_round] = self._server_s.get(server_round, 0.0) + time.perf_counter() - started
+        return ArrayRecord(out), metrics
+
+    # ---- task switch: global principal subspace extraction ---------------------------------
+    def extract_subspace(self, server_round: int, arrays: ArrayRecord, grid: Grid, *, finished_task: int) -> None:
+        """Ask clients for sketches of the finished task's layer inputs; grow the bases from their sum."""
+        nodes = self._sketch_nodes(grid)
+        bases = ArrayRecord({f"basis.{name}": Array(u.float().numpy()) for name, u in self.bases.items()})
+        config = ConfigRecord({
+            "server-round": server_round, "task-id": finished_task,
+            "fot-layers": list(self.layer_dims), "fot-sketch-cols": self.sketch_cols or 0,
+            "fot-sketch-dtype": self.sketch_dtype, "fot-max-samples": self.sketch_max_samples,
+        })
+        content = RecordDict({"arrays": arrays, "bases": bases, "config": config})
+        messages = [Message(content, message_type=SKETCH, dst_node_id=node) for node in nodes]
+        timeout = float(self.env.cfg.get("engine", {}).get("timeout_s", 3600))
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        if len(replies) < len(messages):
+            log.warning("round %d: %d of %d sketch requests got no reply", server_round,
+                        len(messages) - len(replies), len(messages))
+        self.absorb_sketches(server_round, replies)
+
+    def _sketch_nodes(self, grid: Grid) -> list[int]:
+        available = list(grid.get_node_ids())
+        if self.sketch_clients == "all":
+            return available
+        connected = set(available)
+        nodes = [n for n in self.last_round_nodes if n in connected]
+        if not nodes:  # e.g. a resume in a new engine, whose node ids differ
+            log.warning("none of the last round's clients is connected; all %d clients sketch", len(available))
+            return available
+        return nodes
+
+    def absorb_sketches(self, server_round: int, replies: Iterable[Message]) -> int:
+        """Sum the good replies' Y, average their r by n, grow every layer's basis; returns replies used."""
+        started = time.perf_counter()
+        y_sum: dict[str, torch.Tensor] = {}
+        rn: dict[str, float] = dict.fromkeys(self.layer_dims, 0.0)
+        n_sum: dict[str, float] = dict.fromkeys(self.layer_dims, 0.0)
+        used = sent_bytes = 0
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                first_line = next(iter((reply.error.reason or "").strip().splitlines()), "")
+                log.warning("round %d: node %s failed its sketch, left out: %s", server_round, node, first_line)
+                continue
+            sent_bytes += record_nbytes(reply.content)  # uplink spent, whether usable or not
+            reason = self.check_sketch_reply(reply.content)
+            if reason:
+                log.warning("round %d: sketch from node %s rejected: %s", server_round, node, reason)
+                continue
+            sketch, metrics = reply.content["sketch"], reply.content["metrics"]
+            for name in self.layer_dims:
+                y = torch.from_numpy(sketch[f"Y.{name}"].numpy().astype(np.float64))
+                y_sum[name] = y_sum[name] + y if name in y_sum else y
+                n = float(metrics[f"n.{name}"])
+                rn[name] += float(metrics[f"r.{name}"]) * n
+                n_sum[name] += n
+            used += 1
+        self._sketch_bytes[server_round] = self._sketch_bytes.get(server_round, 0) + sent_bytes
+        self.sketch_bytes_total += sent_bytes
+        self._sketch_clients[server_round] = used
+        if not used:
+            log.warning("round %d: no client sketched task %d; the FOT bases stay as they were",
+                        server_round, self.task_index)
+        for name, y in y_sum.items():
+            r_mean = rn[name] / n_sum[name]
+            directions = new_directions(y, threshold(r_mean, self.eps))
+            before = self.bases[name].shape[1] if name in self.bases else 0
+            self.bases[name] = expand_basis(self.bases.get(name), directions)
+            log.info("FOT %s: r̄=%.3f, +%d directions, basis %d/%d", name, r_mean,
+                     self.bases[name].shape[1] - before, self.bases[name].shape[1], self.layer_dims[name])
+        self.eps = min(1.0, self.eps + self.eps_inc)
+        self._server_s[server_round] = self._server_s.get(server_round, 0.0) + time.perf_counter() - started
+        return used
+
+    def check_sketch_reply(self, content: RecordDict) -> str | None:
+        """Why a sketch reply cannot be used, or None."""
+        if "sketch" not in content.array_records or "metrics" not in content.metric_records:
+            return "expected an ArrayRecord 'sketch' and a MetricRecord 'metrics'"
+        sketch, metrics = content["sketch"], content["metrics"]
+        for name, d in self.layer_dims.items():
+            key = f"Y.{name}"
+            if key not in sketch:
+                return f"no {key}"
+            y = sketch[key].numpy()
+            cols = self.sketch_cols or d
+            if y.shape != (d, cols):
+                return f"{key} has shape {y.shape}, expected {(d, cols)}"
+            if not np.issubdtype(y.dtype, np.floating) or not np.isfinite(y).all():
+                return f"{key} is not finite floating point"
+            r, n = metrics.get(f"r.{name}"), metrics.get(f"n.{name}")
+            if not isinstance(r, (int, float)) or not 0.0 <= r <= 1.0 + 1e-4:
+                return f"r.{name}={r!r} is not a ratio in [0, 1]"
+            if not isinstance(n, (int, float)) or not n > 0:
+                return f"n.{name}={n!r} is not a positive count"
+        return None
+
+    # ---- resume and metrics ----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"bases": {k: v.clone() for k, v in self.bases.items()}, "eps": self.eps,
+                "task_index": self.task_index, "last_round_nodes": list(self.last_round_nodes),
+                "sketch_bytes_total": self.sketch_bytes_total}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        bases = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in state["bases"].items()}
+        for name, u in bases.items():
+            if self.layer_dims and u.shape[0] != self.layer_dims.get(name):
+                raise ValueError(f"checkpoint's FOT basis for {name} has d={u.shape[0]}, but the model's "
+                                 f"projected layers are {self.layer_dims}")
+        self.bases = bases
+        self.eps = float(state["eps"])
+        self.task_index = int(state["task_index"])
+        self.last_round_nodes = [int(n) for n in state["last_round_nodes"]]
+        self.sketch_bytes_total = int(state.get("sketch_bytes_total", 0))
+
+    def round_metrics(self, server_round: int) -> dict[str, float]:
+        metrics = {"fot_basis_dim": sum(u.shape[1] for u in self.bases.values()), "fot_eps": self.eps,
+                   "fot_sketch_bytes": self._sketch_bytes.get(server_round, 0),
+                   "server_s": round(self._server_s.get(server_round, 0.0), 6)}
+        if server_round in self._sketch_clients:
+            metrics["fot_sketch_clients"] = self._sketch_clients[server_round]
+        return metrics
+
+    def summary_extra(self) -> dict[str, Any]:
+        return {"fot": {"layer_dims": dict(self.layer_dims),
+                        "basis_dims": {name: int(u.shape[1]) for name, u in self.bases.items()},
+                        "eps": self.eps, "sketch_uplink_bytes": self.sketch_bytes_total}}
+
+
+# ---- client half --------------------------------------------------------------------------------
+
+def freeze(names: Iterable[str]) -> Callable[[nn.Module], None]:
+    """An after_backward hook that drops the named parameters' gradients (SGD then skips them)."""
+    frozen = set(names)
+
+    def hook(model: nn.Module) -> None:
+        for name, p in model.named_parameters():
+            if name in frozen:
+                p.grad = None
+
+    return hook
+
+
+class FotClient(WeightsClient):
+    """Plain local SGD on the current task (biases frozen when told), plus the task-end sketch."""
+
+    message_types: ClassVar[dict[str, str]] = {"train": "train", "evaluate": "evaluate", SKETCH: "sketch"}
+
+    def after_backward(self, config: ConfigRecord) -> Callable[[nn.Module], None] | None:
+        frozen = list(config.get("fot-frozen", []))
+        return freeze(frozen) if frozen else None
+
+    def sketch(self, message: Message) -> Message:
+        config = message.content["config"]
+        server_round = int(config["server-round"])
+        layers = [str(n) for n in config["fot-layers"]]
+        dtype = SKETCH_DTYPES[str(config["fot-sketch-dtype"])]
+        bases = {k.removeprefix("basis."): torch.from_numpy(v.numpy()).float()
+                 for k, v in message.content["bases"].items()}
+        model = self.load_global(message)
+        split = self.env.task.client_train(self.env.partition_id, int(config["task-id"]))
+        # Q is private: seeded by this client and round, never sent.
+        sketches = client_sketches(model, layers, split.x, bases, cols=int(config["fot-sketch-cols"]) or None,
+                                   max_columns=int(config["fot-max-samples"]),
+                                   seed=self.env.seed_for(server_round, "sketch"), device=self.env.device)
+        arrays, metrics = ArrayRecord(), MetricRecord({"num-examples": len(split)})
+        for name, (y, r, n) in sketches.items():
+            y = y.numpy().astype(dtype)
+            if not np.isfinite(y).all():
+                raise ValueError(f"the sketch of {name} overflows {dtype.__name__}; use strategy.sketch_dtype=float32")
+            arrays[f"Y.{name}"] = Array(y)
+            metrics[f"r.{name}"] = float(r)
+            metrics[f"n.{name}"] = int(n)
+        return Message(RecordDict({"sketch": arrays, "metrics": metrics}), reply_to=message)
+
+
+STRATEGY = StrategyDef(name="fot", server=FotServer, client=FotClient,
+                       description="Federated Orthogonal Training (Bakman et al., ICLR 2024)")
