@@ -36,7 +36,9 @@ def steady(records: list[dict]) -> list[float]:
 def run_bare(overrides: list[str]) -> tuple[list[dict], float]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bare.json"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # All cores as torch threads (a bare loop's default); passive OpenMP waiting so that a
+        # busy machine does not turn spin-waits into 10x slowdowns.
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_WAIT_POLICY": "PASSIVE"}
         subprocess.run([sys.executable, "-m", "bench.bare_loop", "--out", str(out), *overrides],
                        cwd=REPO, env=env, check=True, timeout=3600)
         result = json.loads(out.read_text())
@@ -45,8 +47,11 @@ def run_bare(overrides: list[str]) -> tuple[list[dict], float]:
 
 def run(quick: bool) -> BenchReport:
     rounds = 3 if quick else 6
-    report = BenchReport("sim-overhead", quick, setting={"rounds": rounds, "steady_rounds": rounds - 1,
-                                                       "local_epochs": 1, "strategy": "fedavg"})
+    report = BenchReport("sim-overhead", quick, setting={
+        "rounds": rounds, "steady_rounds": rounds - 1, "local_epochs": 1, "strategy": "fedavg",
+        "corolla": "Flower simulation engine, Ray backend, 1 CPU per virtual client (2 actors on 2 cores)",
+        "bare": f"one process, sequential clients, torch intra-op threads = {os.cpu_count()}",
+        "s_per_round": "steady-state wall seconds per round (rounds after the first), incl. server evaluation"})
     for name, overrides in SETTINGS.items():
         args = [*COMMON, *overrides, f"num_rounds={rounds}"]
         sim = run_corolla(args)

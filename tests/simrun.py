@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,13 @@ CLI = [sys.executable, "-m", "simulation.cli"]
 # Small, fast settings every simulation test starts from.
 FAST = ["task=digits", "model=mlp", "task.num_clients=8", "strategy.fraction_train=0.5",
         "progress=false", "plots=false"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def corolla_env(extra_pythonpath: list[Path] | None = None) -> dict[str, str]:

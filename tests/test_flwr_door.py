@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.simrun import REPO, read_metrics, read_summary
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.simrun import free_port, REPO, read_metrics, read_summary
 
 
 @pytest.mark.slow

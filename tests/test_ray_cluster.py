@@ -13,13 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.simrun import FAST, read_summary, run_corolla, run_dir_of
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.simrun import free_port, FAST, read_summary, run_corolla, run_dir_of
 
 
 @pytest.mark.slow
