@@ -9,6 +9,7 @@ from pathlib import Path
 # name -> "module:function"; each function takes (quick: bool) and returns a BenchReport.
 BENCHES: dict[str, str] = {
     "sim-overhead": "bench.sim_overhead:run",
+    "creamfl": "bench.creamfl:run",
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

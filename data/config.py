@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from data.captioned import CAPTIONED, CAPTIONED_DEFAULTS, CaptionedConfig, parse_captioned_config
 from data.catalogue import SOURCE_NAMES
 from data.errors import ConfigError
 from data.features import FEATURE_ENCODERS, NO_FEATURES
@@ -58,6 +59,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         DIGIT_DOMAINS: {"dataset": DIGIT_DOMAINS, "num_clients": 4},
     }.items()
 }
+TASK_DEFAULTS[CAPTIONED] = CAPTIONED_DEFAULTS  # paired image-caption data (data/captioned.py)
 TASK_NAMES: tuple[str, ...] = tuple(TASK_DEFAULTS)
 
 
@@ -87,7 +89,7 @@ class TaskConfig:
     continual: ContinualConfig | None
 
 
-def parse_task_config(cfg: Mapping[str, Any]) -> TaskConfig:
+def parse_task_config(cfg: Mapping[str, Any]) -> TaskConfig | CaptionedConfig:
     """Validate a task config (keys missing from it take the named task's defaults).
 
     Raises ConfigError naming the key and its valid choices. Checks nothing that needs data.
@@ -99,6 +101,8 @@ def parse_task_config(cfg: Mapping[str, Any]) -> TaskConfig:
         raise ConfigError(
             f"task.name: unknown task {name!r}; choose one of: {', '.join(TASK_NAMES)}"
         )
+    if name == CAPTIONED:
+        return parse_captioned_config(cfg)
     unknown = sorted(set(cfg) - set(_BASE))
     if unknown:
         raise ConfigError(f"task.{unknown[0]}: unknown key; valid keys: {', '.join(_BASE)}")

@@ -19,6 +19,7 @@ from data.catalogue import (
     train_labels,
     train_size,
 )
+from data.captioned import CaptionedConfig, build_captioned
 from data.config import DIGIT_DOMAINS, NUM_CLASSES, TaskConfig, parse_task_config
 from data.continual import build_continual, split_classes
 from data.domains import DOMAINS, build_domains
@@ -43,6 +44,8 @@ def check_task_config(task_cfg: Mapping[str, Any]) -> None:
     Fashion-MNIST.
     """
     cfg = parse_task_config(task_cfg)
+    if isinstance(cfg, CaptionedConfig):  # generated: nothing to install, sizes checked on parse
+        return
     sources = list(DOMAINS.values()) if cfg.dataset == DIGIT_DOMAINS else [cfg.dataset]
     for source in sources:
         ensure_installed(source, cfg.data_dir)
@@ -71,7 +74,9 @@ def _partitioned_sizes(cfg: TaskConfig, sources: list[str]) -> dict[str, int]:
 
 
 @functools.lru_cache(maxsize=8)
-def _load(cfg: TaskConfig, seed: int) -> TaskBundle:
+def _load(cfg: TaskConfig | CaptionedConfig, seed: int) -> TaskBundle:
+    if isinstance(cfg, CaptionedConfig):
+        return build_captioned(cfg, seed)
     if cfg.dataset == DIGIT_DOMAINS:
         bundle = build_domains(cfg, seed)
     elif cfg.continual is not None:

@@ -17,6 +17,7 @@ BUILTIN: dict[str, str] = {
     "fedavg": "strategies.fedavg:STRATEGY",
     "fedprox": "strategies.fedprox:STRATEGY",
     "fot": "strategies.fot:STRATEGY",
+    "creamfl": "strategies.creamfl:STRATEGY",
 }
 
 # Config keys that configure corolla itself, not the server half's constructor.
