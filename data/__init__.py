@@ -5,6 +5,8 @@ from data.config import TASK_NAMES
 from data.errors import ConfigError, DatasetNotInstalled
 from data.tasks import check_task_config, load_task
 
+import data.encoders  # noqa: E402,F401  (registers the built-in frozen encoders, e.g. effnet-lite0)
+
 __all__ = [
     "TASK_NAMES",
     "ConfigError",

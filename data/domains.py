@@ -66,7 +66,9 @@ def build_domains(cfg: TaskConfig, seed: int) -> TaskBundle:
     """One client group per domain (num_clients / 4 clients each), partitioned inside the domain.
 
     Clients 0..k-1 hold mnist, k..2k-1 digits, and so on; ``cfg.partition`` shapes the labels
-    within each group. Validation is carved per domain; test splits are fixed per domain.
+    within each group. With one client per domain (k = 1), ``partition: dirichlet`` skews the
+    labels across the domains instead (see ``skew_across_domains``). Validation is carved per
+    domain; test splits are fixed per domain.
     """
     sources = domain_sources()
     train, test, normalisation = _stores()
@@ -75,11 +77,23 @@ def build_domains(cfg: TaskConfig, seed: int) -> TaskBundle:
     vals: list[np.ndarray] = []
     test_domains: dict[str, np.ndarray] = {}
     train_offset = test_offset = 0
-    for d, (domain, s) in enumerate(sources.items()):
-        pool, val = carve_val(s.y_train, cfg.val_fraction, derive_seed(seed, VAL_SEED, d))
-        parts = partition_pool(
-            pool, s.y_train, cfg, per_domain, derive_seed(seed, PARTITION_SEED, d)
+    pools_vals = [
+        carve_val(s.y_train, cfg.val_fraction, derive_seed(seed, VAL_SEED, d))
+        for d, s in enumerate(sources.values())
+    ]
+    across = per_domain == 1 and cfg.partition == "dirichlet"
+    if across:  # one client per domain: Dirichlet skews the labels across the domains instead
+        kept = skew_across_domains(
+            [pool for pool, _ in pools_vals], [s.y_train for s in sources.values()], cfg, seed
         )
+    for d, (domain, s) in enumerate(sources.items()):
+        pool, val = pools_vals[d]
+        if across:
+            parts = [kept[d]]
+        else:
+            parts = partition_pool(
+                pool, s.y_train, cfg, per_domain, derive_seed(seed, PARTITION_SEED, d)
+            )
         clients += [p + train_offset for p in parts]
         vals.append(val + train_offset)
         test_domains[domain] = np.arange(len(s.y_test)) + test_offset
@@ -100,4 +114,33 @@ def build_domains(cfg: TaskConfig, seed: int) -> TaskBundle:
         normalisation=normalisation,
         client_domains=[domain for domain in sources for _ in range(per_domain)],
         test_domains=test_domains,
+    )
+
+
+def skew_across_domains(
+    pools: list[np.ndarray], labels: list[np.ndarray], cfg: TaskConfig, seed: int
+) -> list[np.ndarray]:
+    """Label skew across domains (one client each): per class, shares q ~ Dir(alpha) over the
+    domains; domain d keeps round(q_d / max(q) * n_dc) of its n_dc samples of the class (the
+    domain with the largest share keeps all of them). Redrawn until every domain keeps
+    ``min_partition_size`` samples. Deterministic in the seed.
+    """
+    rng = np.random.default_rng(derive_seed(seed, PARTITION_SEED, len(pools)))
+    need = cfg.min_partition_size or 1
+    for _ in range(100):
+        shares = rng.dirichlet(np.full(len(pools), cfg.alpha), size=NUM_CLASSES)  # (classes, domains)
+        shares = shares / shares.max(axis=1, keepdims=True)
+        kept = []
+        for d, pool in enumerate(pools):
+            keep = []
+            for c in range(NUM_CLASSES):
+                members = pool[labels[d][pool] == c]
+                count = int(round(shares[c, d] * len(members)))
+                keep.append(np.sort(rng.permutation(members)[:count]))
+            kept.append(np.sort(np.concatenate(keep)).astype(np.int64))
+        if min(len(k) for k in kept) >= need:
+            return kept
+    raise ValueError(
+        f"label skew across domains (alpha={cfg.alpha}) left a domain with fewer than "
+        f"min_partition_size={need} samples in 100 draws; raise task.alpha"
     )

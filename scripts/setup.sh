@@ -30,6 +30,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q -e ".[test]"
   # Data packages whose own dependency pins would fight ours.
   .venv/bin/python -m pip install -q --no-deps animal-mnist
+  # EfficientNet-Lite's network code requires a bare `torch` (never let pip resolve one).
+  .venv/bin/python -m pip install -q --no-deps efficientnet-lite-pytorch==0.1.0
   echo "$want" > "$stamp"
 else
   log ".venv is up to date"

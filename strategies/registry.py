@@ -17,6 +17,7 @@ BUILTIN: dict[str, str] = {
     "fedavg": "strategies.fedavg:STRATEGY",
     "fedprox": "strategies.fedprox:STRATEGY",
     "fot": "strategies.fot:STRATEGY",
+    "ggeur": "strategies.ggeur:STRATEGY",
     "creamfl": "strategies.creamfl:STRATEGY",
 }
 
