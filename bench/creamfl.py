@@ -15,20 +15,15 @@ Seconds per round are therefore the method's compute, not Ray's transport.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import statistics
 import tempfile
 import time
-import traceback
-import uuid
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context, Error, Message, RecordDict
-from flwr.serverapp import Grid
 
+from bench.inline import run_inline
 from bench.report import BenchReport
 
 # Variant -> strategy overrides (on top of conf/strategy/creamfl.yaml).
@@ -51,77 +46,6 @@ FULL = {"seeds": [0, 1, 2], "rounds": 10}
 QUICK = {"seeds": [0, 1], "rounds": 3,
          "extra": ["task.public_size=300", "task.private_size=1200", "task.val_size=200", "task.test_size=300",
                    "task.num_clients=6", "task.clients={image:2,text:2,image_text:2}"]}
-
-
-class InlineGrid(Grid):
-    """A Flower Grid whose nodes are ClientApp dispatches in this process, one Context each."""
-
-    def __init__(self, cfg: dict[str, Any], run_dir: Path) -> None:
-        from client.runconfig import to_run_config
-
-        run_config = to_run_config(cfg, run_dir)
-        n = int(cfg["task"]["num_clients"])
-        self.contexts = {
-            1000 + i: Context(run_id=1, node_id=1000 + i, node_config={"partition-id": i, "num-partitions": n},
-                              state=RecordDict(), run_config=dict(run_config))
-            for i in range(n)
-        }
-        self._replies: dict[str, Message] = {}
-
-    def set_run(self, run: Any) -> None:
-        self._run = run
-
-    @property
-    def run(self) -> Any:
-        return getattr(self, "_run", None)
-
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
-                       ttl: float | None = None) -> Message:
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
-
-    def _deliver(self, message: Message) -> Message:
-        from client.app import dispatch
-
-        message.metadata.__dict__["_message_id"] = str(uuid.uuid4())
-        try:
-            return dispatch(message, self.contexts[message.metadata.dst_node_id])
-        except Exception as ex:  # as Flower does: an exception becomes an error reply
-            return Message(error=Error(code=0, reason=f"{ex}\n{traceback.format_exc()}"), reply_to=message)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        ids = []
-        for message in messages:
-            reply = self._deliver(message)
-            self._replies[message.metadata.message_id] = reply
-            ids.append(message.metadata.message_id)
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return [self._deliver(m) for m in messages]
-
-
-def run_inline(overrides: list[str], run_dir: Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], Path]:
-    """One experiment through corolla's ServerApp/ClientApp code on an InlineGrid."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    from client.runconfig import compose
-    from server.coordinator import run_federation
-    from server.rundir import prepare_run_dir
-
-    TaskIdentity.run_id, TaskIdentity.task_id, TaskIdentity.node_id = 1, 1, 1
-    logging.getLogger("flwr").setLevel(logging.WARNING)
-    cfg = compose(overrides)
-    run_dir = run_dir or Path(tempfile.mkdtemp(prefix="corolla-creamfl-"))
-    prepare_run_dir(run_dir, cfg)
-    summary = run_federation(InlineGrid(cfg, run_dir), cfg, run_dir)
-    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    return summary, metrics, run_dir
 
 
 def _per_round(runs: list[list[dict[str, Any]]], key: str) -> list[float | None]:

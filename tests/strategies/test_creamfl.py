@@ -13,7 +13,7 @@ import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
-from bench.creamfl import run_inline
+from bench.inline import run_inline
 from client.runconfig import compose
 from strategies.base import ClientEnv, ServerEnv
 from strategies.creamfl import CreamFLClient, CreamFLServer, build_server_model, encode_split
