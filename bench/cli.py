@@ -10,6 +10,8 @@ from pathlib import Path
 BENCHES: dict[str, str] = {
     "sim-overhead": "bench.sim_overhead:run",
     "creamfl": "bench.creamfl:run",
+    "ggeur": "bench.ggeur:run",
+    "fot": "bench.fot:run",
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
