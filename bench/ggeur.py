@@ -322,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.tune:
         result = tune([float(v) for v in args.grid.split(",")], args.families.split(","), workers=args.jobs)
+        path = (args.out or Path(__file__).resolve().parent / "results") / "ggeur_tuning.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps(result, indent=2))
+        print(f"wrote {path}; put each family's best_lr into {CONF}")
         return 0
     report = run(args.quick, settings=args.settings.split(",") if args.settings else None,
                  variants=args.variants.split(",") if args.variants else None,
