@@ -461,6 +461,14 @@ class CreamFLServer(FedAvgServer):
         return {"retrieval": dict(self.last_retrieval)}
 
 
+def _sgd_step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimizer step on `loss`; returns its value."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+
+
 class CreamFLClient(ClientHalf):
     """The client half: private training, the regularised public pass, public-set reps back."""
 
@@ -524,10 +532,7 @@ class CreamFLClient(ClientHalf):
                     loss = info_nce(zi, zt, float(s["client_temperature"]))
                 else:
                     loss = F.cross_entropy(model.classify(z), mine.labels[idx].to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
+                total += _sgd_step(opt, loss)
                 steps += 1
         return total / max(steps, 1)
 
@@ -553,11 +558,7 @@ class CreamFLClient(ClientHalf):
                         z_old = old.encode(key, x)
                     intra = intra + intra_modal_loss(z, global_reps[key][idx_dev], z_old,
                                                      float(s["intra_temperature"])) / len(keys)
-            loss = float(s["interintra_weight"]) * (inter + intra)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
+            total += _sgd_step(opt, float(s["interintra_weight"]) * (inter + intra))
             steps += 1
         return total / max(steps, 1)
 
