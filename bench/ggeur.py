@@ -15,8 +15,12 @@ four domains, with each domain's in `acc_<domain>`), `bytes_per_client` (all upl
 bytes of the run over the number of clients: model traffic plus GGEUR's statistics and geometry),
 and `gap_closed` = (acc - acc_fedavg) / (acc_centralised - acc_fedavg) per seed.
 
-Learning rates are chosen on the validation split only (`python -m bench.ggeur --tune`), one per
-setting family, and read from conf/bench/ggeur.yaml.
+Payload rows (`fmnist-dirichlet/payload`, one seed, the statistics phase only) give the bytes per
+client of the class statistics and the broadcast geometry on 1280-d features, by reduction (none,
+float32 sums, a random projection, PCA from the clients' sketches).
+
+Learning rates are chosen on the validation split only (`python -m bench.ggeur --tune`), per setting
+family and per method (FedAvg and GGEUR on the same grid), and read from conf/bench/ggeur.yaml.
 """
 
 from __future__ import annotations
@@ -167,13 +171,18 @@ def job_overrides(conf: dict[str, Any], setting: str, variant: str, seed: int, *
     family, task_overrides = SETTINGS[setting]
     fam = conf["families"][family]
     n_rounds = rounds or int(fam["rounds_quick" if quick else "rounds"])
-    train = {**fam["train"], **({"lr": lr} if lr is not None else {})}
+    extra = VARIANTS[variant]
+    ggeur_based = extra is not None and extra[0].startswith("strategy=ggeur")
+    # Each method runs its own lr chosen on val: fedavg's for fedavg and the ceiling, ggeur's for
+    # every GGEUR-based row (the controls change one knob of GGEUR, not its lr).
+    method_lr = fam.get("ggeur_lr") if ggeur_based else None
+    train = {**fam["train"], **({"lr": method_lr} if method_lr is not None else {}),
+             **({"lr": lr} if lr is not None else {})}
     base = [*task_overrides, *COMMON, *(f"train.{k}={v}" for k, v in train.items()), f"num_rounds={n_rounds}",
             f"seed={seed}"]
-    extra = VARIANTS[variant]
     if extra is None:
         return [CENTRALISED, *base]
-    if extra[0].startswith("strategy=ggeur"):
+    if ggeur_based:
         extra = [*extra, *(f"strategy.{k}={v}" for k, v in fam.get("ggeur", {}).items())]
     return [*base, *extra]
 
@@ -212,6 +221,8 @@ def run(quick: bool, *, settings: list[str] | None = None, variants: list[str] |
                     if "wall_s" in res:
                         walls.setdefault(variant, []).append(res["wall_s"])
         add_rows(report, setting, rows)
+    if settings is None and variants is None:
+        failed.update(add_payload_rows(report, workers))
     report.setting["failed_runs"] = failed
     report.setting["wall_s"] = round(time.monotonic() - started, 1)
     report.setting["workers"] = workers
@@ -232,6 +243,48 @@ def warm_feature_cache(settings: list[str]) -> None:
         if FEATURES[0] in task_overrides and task_overrides not in seen:
             seen.add(task_overrides)
             load_task(compose(list(task_overrides))["task"], seed=0)
+
+
+# ---- payload: what the statistics phase costs on 1280-d features, by reduction -------------------
+
+PAYLOAD_SETTING = "fmnist-dirichlet/payload"
+PAYLOAD_BASE = [*SETTINGS["fmnist-dirichlet/alpha=0.1"][1], *COMMON, "strategy=ggeur", "num_rounds=1",
+                "train.max_steps=1", "seed=0"]
+# variant -> strategy overrides; the statistics phase only (one training step), one seed: bytes are
+# deterministic given the task and the reduction.
+PAYLOAD_VARIANTS: dict[str, list[str]] = {
+    "ggeur/reduce=none": ["strategy.reduce=none"],
+    "ggeur/reduce=none-float32": ["strategy.reduce=none", "strategy.stats_dtype=float32"],
+    "ggeur/reduce=random128": ["strategy.reduce=random", "strategy.reduce_dim=128"],
+    "ggeur/reduce=pca128": ["strategy.reduce=pca", "strategy.reduce_dim=128"],
+}
+
+
+def run_payload(overrides: list[str]) -> dict[str, float]:
+    """The statistics phase's bytes per client of one run (uplink sums, downlink geometry)."""
+    workdir = Path(tempfile.mkdtemp(prefix="corolla-bench-ggeur-"))
+    try:
+        summary, _, _ = simulate_once(overrides, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    phase = summary["ggeur"]
+    return {"stats_uplink_per_client": float(phase["stats_uplink_bytes_per_client"]),
+            "geometry_downlink_per_client": float(phase["geometry_bytes_per_client"]),
+            "bytes_per_client": float(phase["bytes_per_client"]), "dim": float(phase["dim"])}
+
+
+def add_payload_rows(report: BenchReport, workers: int) -> dict[str, str]:
+    """Rows `fmnist-dirichlet/payload` x reduction; returns the failed runs."""
+    from bench.inline import run_many
+
+    jobs = [(name, [*PAYLOAD_BASE, *extra]) for name, extra in PAYLOAD_VARIANTS.items()]
+    results = run_many(run_payload, jobs, workers=workers, label="ggeur payload", shown=("bytes_per_client",))
+    for name in PAYLOAD_VARIANTS:
+        res = results[name]
+        if not isinstance(res, BaseException):
+            report.add(PAYLOAD_SETTING, name, **{k: [v] for k, v in res.items()})
+    return {f"{PAYLOAD_SETTING} {k}": f"{type(v).__name__}: {str(v)[:2000]}"
+            for k, v in results.items() if isinstance(v, BaseException)}
 
 
 def add_rows(report: BenchReport, setting: str, results: dict[str, list[dict[str, float]]]) -> None:
@@ -258,8 +311,9 @@ TUNE_SETTINGS = {"pixels": "digits-dirichlet/alpha=0.1", "features": "fmnist-dir
 def tune(grid: list[float], families: list[str], workers: int | None = None) -> dict[str, Any]:
     """Validation accuracy of FedAvg and GGEUR for each lr of `grid` (seed 0, the full rounds).
 
-    Each family's lr is the one with the best mean validation accuracy over the two (the baseline
-    and the method share it, so neither gets more trials); the test split is never looked at.
+    Each method keeps the lr with its own best validation accuracy (the same grid, so the same
+    number of trials for the baseline and the method): conf/bench/ggeur.yaml's `train.lr` (fedavg)
+    and `ggeur_lr` (every GGEUR-based row). The test split is never looked at.
     """
     from bench.inline import run_many
 
@@ -273,7 +327,7 @@ def tune(grid: list[float], families: list[str], workers: int | None = None) -> 
     for family in families:
         scores = {lr: {v: (r["val"] if not isinstance(r := results[(family, lr, v)], BaseException) else float("nan"))
                        for v in ("fedavg", "ggeur")} for lr in grid}
-        best = max(grid, key=lambda lr: statistics.fmean(scores[lr].values()))
+        best = {v: max(grid, key=lambda lr: (scores[lr][v], -lr)) for v in ("fedavg", "ggeur")}
         out[family] = {"best_lr": best, "val": {str(k): v for k, v in scores.items()}}
     return out
 
@@ -326,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1) + "\n")
         print(json.dumps(result, indent=2))
-        print(f"wrote {path}; put each family's best_lr into {CONF}")
+        print(f"wrote {path}; put each family's best lrs into {CONF} (train.lr: fedavg, ggeur_lr: ggeur)")
         return 0
     report = run(args.quick, settings=args.settings.split(",") if args.settings else None,
                  variants=args.variants.split(",") if args.variants else None,

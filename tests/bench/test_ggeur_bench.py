@@ -24,7 +24,10 @@ def test_job_overrides_share_the_base_and_add_the_family_reduction() -> None:
     fedavg = ggeur.job_overrides(conf, setting, "fedavg", 1, quick=True)
     method = ggeur.job_overrides(conf, setting, "ggeur", 1, quick=True)
     ceiling = ggeur.job_overrides(conf, setting, "centralised", 1, quick=True)
-    assert method[: len(fedavg) - 1] == fedavg[:-1]  # same task, model, train, rounds, seed
+    fam = conf["families"]["features"]
+    assert f"train.lr={fam['train']['lr']}" in fedavg and f"train.lr={fam['ggeur_lr']}" in method  # own lrs
+    same = [o for o in fedavg if not o.startswith(("train.lr=", "strategy="))]
+    assert same == [o for o in method if not o.startswith(("train.lr=", "strategy"))]  # task, rounds, seed
     assert "strategy.reduce=pca" in method and not any(o.startswith("strategy.reduce") for o in fedavg)
     assert ceiling[0] == ggeur.CENTRALISED and "seed=1" in ceiling
     assert f"num_rounds={conf['families']['features']['rounds_quick']}" in fedavg
@@ -54,3 +57,28 @@ def test_one_real_job(variant: str) -> None:
         assert res["bytes_per_client"] == 0.0
     else:
         assert res["bytes_per_client"] > 0 and res["wall_s"] > 0
+
+
+@pytest.mark.parametrize("variant", ["fedavg", "ggeur"])
+def test_headline_command_is_the_bench_run(variant: str) -> None:
+    """`corolla run strategy=<v> task=digits-dirichlet task.alpha=0.1 task.num_clients=10 model=linear seed=0`."""
+    from client.runconfig import compose
+
+    conf = ggeur.load_conf()
+    bench = compose(ggeur.job_overrides(conf, "digits-dirichlet/alpha=0.1", variant, 0, quick=False))
+    default = compose([f"strategy={variant}", "task=digits-dirichlet", "task.alpha=0.1", "task.num_clients=10",
+                       "model=linear", "seed=0"])
+    for key in ("strategy", "task", "model", "train", "num_rounds", "seed", "evaluate"):
+        assert bench[key] == default[key], key
+
+
+def test_payload_rows_measure_the_reduction() -> None:
+    """On digits (d = 64) a 16-d random projection shrinks the statistics and the geometry."""
+    base = ["task=digits-dirichlet", "task.num_clients=4", *ggeur.COMMON, "strategy=ggeur", "num_rounds=1",
+            "train.max_steps=1", "seed=0"]
+    full = ggeur.run_payload([*base, "strategy.reduce=none"])
+    small = ggeur.run_payload([*base, "strategy.reduce=random", "strategy.reduce_dim=16"])
+    assert full["dim"] == 64 and small["dim"] == 16
+    assert small["stats_uplink_per_client"] < full["stats_uplink_per_client"] / 4
+    assert small["geometry_downlink_per_client"] < full["geometry_downlink_per_client"] / 4
+    assert full["bytes_per_client"] >= full["stats_uplink_per_client"] + full["geometry_downlink_per_client"]
