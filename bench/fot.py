@@ -26,7 +26,6 @@ number of trials per method (`python -m bench.fot_tuning`); the bench prints the
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -212,7 +211,7 @@ def run(quick: bool, *, settings: list[str] | None = None, variants: list[str] |
         seeds: list[int] | None = None, workers: int | None = None) -> FotReport:
     conf = load_conf()
     seeds = seeds if seeds is not None else list(conf["quick" if quick else "full"]["seeds"])
-    workers = workers or int(os.environ.get("COROLLA_BENCH_JOBS", str(min(2, os.cpu_count() or 1))))
+    workers = workers or inline.default_workers()
     runs = plan(conf, quick, settings, variants)
     chosen_settings = list(dict.fromkeys(s for s, _, _ in runs))
     report = FotReport("fot", quick, setting={
@@ -229,8 +228,7 @@ def run(quick: bool, *, settings: list[str] | None = None, variants: list[str] |
             for setting, variant, overrides in runs for seed in seeds]
     started = time.monotonic()
     results = run_many(jobs, workers=workers)
-    failed = {f"{k[0]} {k[1]} seed={k[2]}": f"{type(v).__name__}: {str(v)[:2000]}"
-              for k, v in results.items() if isinstance(v, BaseException)}
+    failed = inline.failures(results, lambda k: f"{k[0]} {k[1]} seed={k[2]}")
     for setting, variant, _ in runs:
         good = [results[(setting, variant, s)] for s in seeds if not isinstance(results[(setting, variant, s)], BaseException)]
         if good:

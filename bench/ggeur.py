@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import shutil
 import statistics
 import sys
@@ -40,6 +39,7 @@ from typing import Any
 import torch
 import yaml
 
+from bench.inline import default_workers, failures, run_inline, run_many
 from bench.report import BenchReport
 
 log = logging.getLogger("corolla")
@@ -85,8 +85,6 @@ def family_overrides(conf: dict[str, Any], family: str) -> list[str]:
 
 def simulate_once(overrides: list[str], workdir: Path) -> tuple[dict[str, Any], Path, float]:
     """One federated run on bench.inline's in-process grid; returns (summary, run dir, wall seconds)."""
-    from bench.inline import run_inline
-
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=workdir))
     started = time.monotonic()
     summary, _, _ = run_inline(overrides, run_dir)
@@ -190,13 +188,11 @@ def job_overrides(conf: dict[str, Any], setting: str, variant: str, seed: int, *
 def run(quick: bool, *, settings: list[str] | None = None, variants: list[str] | None = None,
         seeds: list[int] | None = None, rounds: int | None = None, workers: int | None = None) -> BenchReport:
     """Every setting x seed x variant, `workers` runs at a time (COROLLA_BENCH_JOBS, default 2)."""
-    from bench.inline import run_many
-
     conf = load_conf()
     seeds = seeds if seeds is not None else ([0] if quick else [0, 1, 2])
     chosen = settings or list(SETTINGS)
     names = variants or list(VARIANTS)
-    workers = workers or int(os.environ.get("COROLLA_BENCH_JOBS", str(min(2, os.cpu_count() or 1))))
+    workers = workers or default_workers()
     report = BenchReport("ggeur", quick, setting={
         "seeds": seeds, "clients": "10 (digits, fmnist), 4 (digit-domains: one per domain)",
         "model": "linear", "fraction_train": 0.5, "features": "effnet-lite0, 96 px (fmnist, domains)",
@@ -208,8 +204,7 @@ def run(quick: bool, *, settings: list[str] | None = None, variants: list[str] |
             for setting in chosen for seed in seeds for variant in names]
     started = time.monotonic()
     results = run_many(run_job, jobs, workers=workers, label="ggeur bench", shown=("accuracy", "val"))
-    failed = {" ".join(map(str, k)): f"{type(v).__name__}: {str(v)[:2000]}"
-              for k, v in results.items() if isinstance(v, BaseException)}
+    failed = failures(results, lambda k: " ".join(map(str, k)))
     walls: dict[str, list[float]] = {}
     for setting in chosen:
         rows: dict[str, list[dict[str, float]]] = {v: [] for v in names}
@@ -275,16 +270,13 @@ def run_payload(overrides: list[str]) -> dict[str, float]:
 
 def add_payload_rows(report: BenchReport, workers: int) -> dict[str, str]:
     """Rows `fmnist-dirichlet/payload` x reduction; returns the failed runs."""
-    from bench.inline import run_many
-
     jobs = [(name, [*PAYLOAD_BASE, *extra]) for name, extra in PAYLOAD_VARIANTS.items()]
     results = run_many(run_payload, jobs, workers=workers, label="ggeur payload", shown=("bytes_per_client",))
     for name in PAYLOAD_VARIANTS:
         res = results[name]
         if not isinstance(res, BaseException):
             report.add(PAYLOAD_SETTING, name, **{k: [v] for k, v in res.items()})
-    return {f"{PAYLOAD_SETTING} {k}": f"{type(v).__name__}: {str(v)[:2000]}"
-            for k, v in results.items() if isinstance(v, BaseException)}
+    return failures(results, lambda k: f"{PAYLOAD_SETTING} {k}")
 
 
 def add_rows(report: BenchReport, setting: str, results: dict[str, list[dict[str, float]]]) -> None:
@@ -315,10 +307,8 @@ def tune(grid: list[float], families: list[str], workers: int | None = None) -> 
     number of trials for the baseline and the method): conf/bench/ggeur.yaml's `train.lr` (fedavg)
     and `ggeur_lr` (every GGEUR-based row). The test split is never looked at.
     """
-    from bench.inline import run_many
-
     conf = load_conf()
-    workers = workers or int(os.environ.get("COROLLA_BENCH_JOBS", str(min(2, os.cpu_count() or 1))))
+    workers = workers or default_workers()
     warm_feature_cache([TUNE_SETTINGS[f] for f in families])
     jobs = [((family, lr, variant), job_overrides(conf, TUNE_SETTINGS[family], variant, 0, quick=False, lr=lr))
             for family in families for lr in grid for variant in ("fedavg", "ggeur")]

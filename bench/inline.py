@@ -100,6 +100,16 @@ def run_inline(overrides: list[str], run_dir: Path | None = None) -> tuple[dict[
     return summary, records, run_dir
 
 
+def default_workers() -> int:
+    """Parallel runs of a bench: $COROLLA_BENCH_JOBS, else min(2, CPUs)."""
+    return int(os.environ.get("COROLLA_BENCH_JOBS", str(min(2, os.cpu_count() or 1))))
+
+
+def failures(results: dict[Any, Any], name: Callable[[Any], str] = str) -> dict[str, str]:
+    """The failed runs of a `run_many` result, by name: exception type and message (2,000 chars)."""
+    return {name(k): f"{type(v).__name__}: {str(v)[:2000]}" for k, v in results.items() if isinstance(v, BaseException)}
+
+
 def _worker_init(threads: int) -> None:
     import torch
 

@@ -88,7 +88,7 @@ class GGEURServer(CorollaStrategy, Strategy):
                  amplify: float = 1.0, amplify_top: int = 0, multi_domain: bool | str = "auto",
                  global_prototypes: bool = False, local_steps: str = "augmented",
                  **base_kwargs: Any) -> None:
-        from strategies.registry import StrategyConfigError, check_strategy_config, get_strategy
+        from strategies.registry import StrategyConfigError, check_strategy_config
 
         if base == "ggeur":
             raise StrategyConfigError("strategy.base=ggeur: GGEUR needs another strategy as its base "
