@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import shutil
 import statistics
 import sys
@@ -300,6 +301,11 @@ TUNE_SETTINGS = {"pixels": "digits-dirichlet/alpha=0.1", "features": "fmnist-dir
                  "domains": "digit-domains/alpha=0.1"}
 
 
+def best_lr(grid: list[float], val: dict[float, float]) -> float:
+    """The lr with the best validation accuracy (the smaller lr on ties); a failed trial (NaN) never wins."""
+    return max(grid, key=lambda lr: (-math.inf if math.isnan(val[lr]) else val[lr], -lr))
+
+
 def tune(grid: list[float], families: list[str], workers: int | None = None) -> dict[str, Any]:
     """Validation accuracy of FedAvg and GGEUR for each lr of `grid` (seed 0, the full rounds).
 
@@ -317,7 +323,7 @@ def tune(grid: list[float], families: list[str], workers: int | None = None) -> 
     for family in families:
         scores = {lr: {v: (r["val"] if not isinstance(r := results[(family, lr, v)], BaseException) else float("nan"))
                        for v in ("fedavg", "ggeur")} for lr in grid}
-        best = {v: max(grid, key=lambda lr: (scores[lr][v], -lr)) for v in ("fedavg", "ggeur")}
+        best = {v: best_lr(grid, {lr: scores[lr][v] for lr in grid}) for v in ("fedavg", "ggeur")}
         out[family] = {"best_lr": best, "val": {str(k): v for k, v in scores.items()}}
     return out
 

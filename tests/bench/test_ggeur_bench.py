@@ -82,3 +82,9 @@ def test_payload_rows_measure_the_reduction() -> None:
     assert small["stats_uplink_per_client"] < full["stats_uplink_per_client"] / 4
     assert small["geometry_downlink_per_client"] < full["geometry_downlink_per_client"] / 4
     assert full["bytes_per_client"] >= full["stats_uplink_per_client"] + full["geometry_downlink_per_client"]
+
+
+def test_best_lr_skips_failed_trials_and_prefers_the_smaller_lr_on_ties() -> None:
+    nan = float("nan")
+    assert ggeur.best_lr([0.1, 0.3, 1.0], {0.1: nan, 0.3: 0.8, 1.0: 0.7}) == 0.3  # a failed first trial
+    assert ggeur.best_lr([0.1, 0.3], {0.1: 0.9, 0.3: 0.9}) == 0.1
