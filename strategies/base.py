@@ -121,6 +121,13 @@ class ClientEnv:
         return task_cfg
 
     @cached_property
+    def strategy_config(self) -> Any:
+        """The run's strategy section parsed into the strategy's typed config (None without one)."""
+        from strategies.registry import parse_strategy_config
+
+        return parse_strategy_config(self.cfg["strategy"])
+
+    @cached_property
     def device(self) -> "torch.device":
         from models.accel import pick_device
 
@@ -171,13 +178,20 @@ class ClientHalf:
 
 @dataclass(frozen=True)
 class StrategyDef:
-    """A registered strategy: its name, server half class and client half class."""
+    """A registered strategy: its name, server half class, client half class and typed config.
+
+    With ``config`` (a `conf.typed.Section` dataclass) the registry parses the strategy's YAML
+    section into it before any engine starts, the server half is built as ``server(config=parsed)``
+    and the client half reads the same dataclass as ``env.strategy_config``. Without it (older
+    plugins) the section's keys are the server half's keyword arguments.
+    """
 
     name: str
     server: type
     client: type[ClientHalf]
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    config: type | None = None
 
 
 def derive_seed(*parts: Any) -> int:

@@ -70,9 +70,20 @@ def server_kwargs(strategy_cfg: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in strategy_cfg.items() if k not in RESERVED_KEYS}
 
 
+def parse_strategy_config(strategy_cfg: dict[str, Any]) -> Any:
+    """The strategy section as the strategy's typed config (None for a strategy without one)."""
+    definition = get_strategy(str(strategy_cfg.get("name")))
+    if definition.config is None:
+        return None
+    return definition.config.parse(strategy_cfg, prefix="strategy")
+
+
 def check_strategy_config(strategy_cfg: dict[str, Any]) -> StrategyDef:
     """Fail before any work when the strategy is unknown or its config has keys it cannot take."""
     definition = get_strategy(str(strategy_cfg.get("name")))
+    if definition.config is not None:
+        parse_strategy_config(strategy_cfg)
+        return definition
     accepted, takes_any = _accepted_keys(definition.server)
     valid = sorted(accepted)
     for key in server_kwargs(strategy_cfg):
@@ -101,6 +112,8 @@ def _accepted_keys(cls: type) -> tuple[set[str], bool]:
 def build_server_strategy(strategy_cfg: dict[str, Any]) -> Any:
     """Construct the server half from its config (keyword arguments)."""
     definition = check_strategy_config(strategy_cfg)
+    if definition.config is not None:
+        return definition.server(config=parse_strategy_config(strategy_cfg))
     return definition.server(**server_kwargs(strategy_cfg))
 
 
