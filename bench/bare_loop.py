@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from client.runconfig import compose
-from client.training import TrainConfig, evaluate, train_local
+from conf.compose import compose
+from models.training import TrainConfig, evaluate, train_local
 from data import load_task
 from models import build_model
 from strategies.base import derive_seed

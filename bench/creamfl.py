@@ -62,7 +62,7 @@ def _model_bytes(overrides: list[str]) -> dict[str, int]:
     """Float32 bytes of each client type's model and of the server model (what FedAvg would send)."""
     import torch  # noqa: F401
 
-    from client.runconfig import compose
+    from conf.compose import compose
     from data import load_task
     from data.captioned import captioned_of
     from models.multimodal import num_parameters
@@ -147,7 +147,7 @@ def server_step_timing(overrides: list[str], steps: int = 50) -> dict[str, float
     channels-last, SDPA) against fp32 eager (no autocast, unfused AdamW, contiguous)."""
     import torch
 
-    from client.runconfig import compose
+    from conf.compose import compose
     from data import load_task
     from data.captioned import captioned_of
     from models.accel import autocast, make_optimizer, prepare_model, to_device_batch

@@ -106,7 +106,7 @@ def evaluate_run(run_dir: Path) -> dict[str, float]:
 
 
 def accuracies(model: torch.nn.Module, task: Any) -> dict[str, float]:
-    from client.training import evaluate
+    from models.training import evaluate
 
     device = torch.device("cpu")
     out: dict[str, float] = {"val": evaluate(model, task.val().x, task.val().y, device=device).accuracy}
@@ -123,8 +123,8 @@ def accuracies(model: torch.nn.Module, task: Any) -> dict[str, float]:
 
 def centralised(overrides: list[str], seed: int) -> dict[str, float]:
     """The same head trained on the pooled training data, as many epochs as all rounds of a client."""
-    from client.runconfig import compose
-    from client.training import TrainConfig, train_local
+    from conf.compose import compose
+    from models.training import TrainConfig, train_local
     from data import load_task
     from models import build_model
     from strategies.base import derive_seed
@@ -230,7 +230,7 @@ def run(quick: bool, *, settings: list[str] | None = None, variants: list[str] |
 
 def warm_feature_cache(settings: list[str]) -> None:
     """Embed each feature task once here, so parallel workers read the disk cache instead of racing."""
-    from client.runconfig import compose
+    from conf.compose import compose
     from data import load_task
 
     seen = set()

@@ -30,7 +30,7 @@ class InlineGrid(Grid):
     """A Flower Grid whose nodes are ClientApp dispatches in this process, one Context each."""
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path) -> None:
-        from client.runconfig import to_run_config
+        from conf.compose import to_run_config
 
         run_config = to_run_config(cfg, run_dir)
         n = int(cfg["task"]["num_clients"])
@@ -84,7 +84,7 @@ def run_inline(overrides: list[str], run_dir: Path | None = None) -> tuple[dict[
     """One experiment on an InlineGrid: (summary, metrics.jsonl records, run dir). The caller owns the dir."""
     from flwr.supercore.task_identity import TaskIdentity
 
-    from client.runconfig import compose
+    from conf.compose import compose
     from server.config_check import check_config
     from server.coordinator import run_federation
     from server.rundir import prepare_run_dir

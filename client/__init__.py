@@ -1,1 +1,1 @@
-"""ClientApp side: message dispatch to strategy client halves, and the shared local training loop."""
+"""The ClientApp only: dispatches each message to the run's strategy's client half."""

@@ -7,7 +7,7 @@ import traceback
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.runconfig import config_from_run_config
+from conf.compose import config_from_run_config
 from strategies.base import ClientEnv
 from strategies.registry import all_message_types, get_strategy
 

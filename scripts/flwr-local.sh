@@ -49,7 +49,7 @@ fi
 
 # One SuperNode per client of the task, taken from the composed config.
 overrides="$*"
-clients=$("$BIN/python" -c "import shlex,sys; from client.runconfig import compose; print(compose(shlex.split(sys.argv[1]))['task']['num_clients'])" "$overrides")
+clients=$("$BIN/python" -c "import shlex,sys; from conf.compose import compose; print(compose(shlex.split(sys.argv[1]))['task']['num_clients'])" "$overrides")
 cat > "$FLWR_HOME/config.toml" <<TOML
 [superlink]
 default = "local"

@@ -8,7 +8,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from client.runconfig import RUN_DIR_KEY, config_from_run_config
+from conf.compose import RUN_DIR_KEY, config_from_run_config
 from server.coordinator import run_federation
 from server.progress import RoundProgress
 from server.rundir import prepare_run_dir

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 from flwr.app import ArrayRecord, MetricRecord
 
-from client.training import evaluate
+from models.training import evaluate
 from server.continual import continual_metrics
 from server.grid import TrackedGrid
 from server.guard import RoundGuard

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from client.runconfig import to_run_config
+from conf.compose import to_run_config
 
 APP_DIR = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from client.runconfig import CONF_DIR, search_path_overrides
+from conf.compose import CONF_DIR, search_path_overrides
 from server.config_check import check_config
 from server.rundir import load_run_config, prepare_run_dir
 

@@ -8,7 +8,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from client.training import LossTerm, TrainConfig, evaluate, train_local
+from models.training import LossTerm, TrainConfig, evaluate, train_local
 from strategies.base import ClientHalf, CorollaStrategy, ServerEnv, StrategyDef
 
 

@@ -8,7 +8,7 @@ import torch
 from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import FedProx
 
-from client.training import LossTerm
+from models.training import LossTerm
 from strategies.base import StrategyDef
 from strategies.fedavg import FedAvgServer, WeightsClient
 

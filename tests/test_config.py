@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from client.runconfig import compose, config_from_run_config, to_run_config
+from conf.compose import compose, config_from_run_config, to_run_config
 from server.config_check import ConfigError, check_config, rounds_per_task
 
 

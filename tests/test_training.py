@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from client import training
-from client.training import EvalResult, TrainConfig, TrainResult, evaluate, train_local
+from models.training import EvalResult, TrainConfig, TrainResult, evaluate, train_local
 from models import build_model
 
 CPU = torch.device("cpu")

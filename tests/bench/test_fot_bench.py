@@ -122,7 +122,7 @@ def test_plan_runs_every_setting_and_variant(quick: bool) -> None:
 
 
 def test_headline_full_size_is_the_paper_setting() -> None:
-    from client.runconfig import compose
+    from conf.compose import compose
 
     (_, _, overrides), = [r for r in fot.plan(fot.load_conf(), quick=False) if r[:2] == (fot.HEADLINE, "fot")]
     cfg = compose([*overrides, "seed=0"])
@@ -150,7 +150,7 @@ def test_inline_run_counts_fot_sketches() -> None:
 @pytest.mark.parametrize("method", fot.METHODS)
 def test_default_command_reproduces_the_headline_runs(method: str) -> None:
     """`corolla run strategy=<method> task=permuted-fmnist seed=0` is the bench's headline run."""
-    from client.runconfig import CONF_DIR, compose
+    from conf.compose import CONF_DIR, compose
 
     assert (CONF_DIR / "tuned" / f"permuted-fmnist_mlp_{method}.yaml").exists(), "run python -m bench.fot_tuning --write"
     (_, _, overrides), = [r for r in fot.plan(fot.load_conf(), quick=False) if r[:2] == (fot.HEADLINE, method)]

@@ -62,7 +62,7 @@ def test_one_real_job(variant: str) -> None:
 @pytest.mark.parametrize("variant", ["fedavg", "ggeur"])
 def test_headline_command_is_the_bench_run(variant: str) -> None:
     """`corolla run strategy=<v> task=digits-dirichlet task.alpha=0.1 task.num_clients=10 model=linear seed=0`."""
-    from client.runconfig import compose
+    from conf.compose import compose
 
     conf = ggeur.load_conf()
     bench = compose(ggeur.job_overrides(conf, "digits-dirichlet/alpha=0.1", variant, 0, quick=False))

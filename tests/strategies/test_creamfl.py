@@ -14,7 +14,7 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from bench.inline import run_inline
-from client.runconfig import compose
+from conf.compose import compose
 from strategies.base import ClientEnv, ServerEnv
 from strategies.creamfl import CreamFLClient, CreamFLServer, build_server_model, encode_split
 from tests.simrun import read_metrics, read_summary, run_corolla, run_dir_of

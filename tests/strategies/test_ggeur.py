@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
-from client.runconfig import compose
+from conf.compose import compose
 from data import load_task
 from strategies import ggeur_geometry as geo
 from strategies.base import ClientEnv
