@@ -2,25 +2,53 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
+from conf.typed import Section, between
 from models.training import LossTerm, TrainConfig, evaluate, train_local
 from strategies.base import ClientHalf, CorollaStrategy, ServerEnv, StrategyDef
+from strategies.messages import EVALUATE, TRAIN
+
+
+@dataclass(frozen=True)
+class FedAvgConfig(Section):
+    """Flower's FedAvg sampling settings; defaults in conf/strategy/fedavg.yaml.
+
+    Strategies built on Flower's FedAvg (FedProx, FOT, plugins) extend this dataclass.
+    """
+
+    fraction_train: float = field(metadata=between(0, 1))      # clients sampled per training round
+    fraction_evaluate: float = field(metadata=between(0, 1))   # clients asked to evaluate (0: corolla evaluates centrally)
+    min_train_nodes: int = field(metadata=between(0))
+    min_evaluate_nodes: int = field(metadata=between(0))
+    min_available_nodes: int = field(metadata=between(0))
+
+    def flower_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of Flower's FedAvg these settings stand for."""
+        return {"fraction_train": self.fraction_train, "fraction_evaluate": self.fraction_evaluate,
+                "min_train_nodes": self.min_train_nodes, "min_evaluate_nodes": self.min_evaluate_nodes,
+                "min_available_nodes": self.min_available_nodes}
 
 
 class FedAvgServer(CorollaStrategy, FedAvg):
-    """Flower's FedAvg; corolla evaluates centrally, so client-side evaluation is off by default."""
+    """Flower's FedAvg as corolla's server half.
 
-    def __init__(self, *, fraction_train: float = 1.0, fraction_evaluate: float = 0.0,
-                 min_train_nodes: int = 2, min_evaluate_nodes: int = 2,
-                 min_available_nodes: int = 2, **kwargs: Any) -> None:
-        super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
-                         min_train_nodes=min_train_nodes, min_evaluate_nodes=min_evaluate_nodes,
-                         min_available_nodes=min_available_nodes, **kwargs)
+    The registry builds it as ``FedAvgServer(config=FedAvgConfig)``. Without ``config`` (a subclass or
+    a plugin that has no typed config) the keyword arguments are Flower's FedAvg's, with its
+    defaults, except that client-side evaluation is off: corolla evaluates centrally.
+    """
+
+    def __init__(self, *, config: FedAvgConfig | None = None, **kwargs: Any) -> None:
+        self.config = config
+        if config is not None:
+            kwargs = {**config.flower_kwargs(), **kwargs}
+        kwargs.setdefault("fraction_evaluate", 0.0)
+        super().__init__(**kwargs)
 
     def setup(self, env: ServerEnv) -> None:
         super().setup(env)
@@ -35,7 +63,7 @@ class FedAvgServer(CorollaStrategy, FedAvg):
 class WeightsClient(ClientHalf):
     """Client half for strategies that send model weights: load, train locally, reply weights."""
 
-    message_types: ClassVar[dict[str, str]] = {"train": "train", "evaluate": "evaluate"}
+    message_types: ClassVar[dict[str, str]] = {TRAIN: "train", EVALUATE: "evaluate"}
 
     def loss_terms(self, config: ConfigRecord, global_model: torch.nn.Module) -> list[LossTerm]:
         """Extra loss terms for the local objective (FedProx adds its proximal term here)."""
@@ -80,5 +108,5 @@ class WeightsClient(ClientHalf):
         return Message(RecordDict({"metrics": metrics}), reply_to=message)
 
 
-STRATEGY = StrategyDef(name="fedavg", server=FedAvgServer, client=WeightsClient,
+STRATEGY = StrategyDef(name="fedavg", server=FedAvgServer, client=WeightsClient, config=FedAvgConfig,
                        description="Federated Averaging (McMahan et al., 2017)")

@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import FedProx
 
+from conf.errors import ConfigError
+from conf.typed import between
 from models.training import LossTerm
 from strategies.base import StrategyDef
-from strategies.fedavg import FedAvgServer, WeightsClient
+from strategies.fedavg import FedAvgConfig, FedAvgServer, WeightsClient
+
+MU_KEY = "proximal-mu"  # the ConfigRecord key Flower's FedProx sends mu under
+
+
+@dataclass(frozen=True)
+class FedProxConfig(FedAvgConfig):
+    """FedAvg's settings plus the proximal weight; defaults in conf/strategy/fedprox.yaml."""
+
+    proximal_mu: float = field(metadata=between(0))
 
 
 class FedProxServer(FedAvgServer, FedProx):
-    """Flower's FedProx (it sends `proximal-mu` in every training config)."""
+    """Flower's FedProx: it sends `proximal-mu` in every training config, which the clients use.
 
-    def __init__(self, *, proximal_mu: float = 0.01, **kwargs: Any) -> None:
-        if proximal_mu < 0:
-            raise ValueError(f"strategy.proximal_mu must be >= 0, got {proximal_mu}")
-        super().__init__(proximal_mu=proximal_mu, **kwargs)
+    Built as ``FedProxServer(config=FedProxConfig)``; without ``config``, keyword arguments are
+    Flower's (``proximal_mu=...``), as for `FedAvgServer`.
+    """
+
+    def __init__(self, *, config: FedProxConfig | None = None, **kwargs: Any) -> None:
+        if config is not None:
+            kwargs = {"proximal_mu": config.proximal_mu, **kwargs}
+        if kwargs.get("proximal_mu", 0.0) < 0:
+            raise ConfigError(f"strategy.proximal_mu={kwargs['proximal_mu']} must be >= 0",
+                              key="strategy.proximal_mu")
+        super().__init__(config=config, **kwargs)
 
 
 def proximal_term(global_model: torch.nn.Module, mu: float) -> LossTerm:
@@ -42,9 +61,14 @@ class FedProxClient(WeightsClient):
     """Weights client whose local objective carries the proximal term."""
 
     def loss_terms(self, config: ConfigRecord, global_model: torch.nn.Module) -> list[LossTerm]:
-        mu = float(config.get("proximal-mu", 0.0))
+        # mu comes with the message, not from env.strategy_config: the server half decides it,
+        # and a wrapper such as GGEUR runs this client half under its own strategy section.
+        if MU_KEY not in config:
+            raise ValueError(f"a FedProx training message lacks {MU_KEY!r} in its ConfigRecord; "
+                             "the server half must be FedProxServer (Flower's FedProx sends it)")
+        mu = float(config[MU_KEY])
         return [proximal_term(global_model, mu)] if mu > 0 else []
 
 
-STRATEGY = StrategyDef(name="fedprox", server=FedProxServer, client=FedProxClient,
+STRATEGY = StrategyDef(name="fedprox", server=FedProxServer, client=FedProxClient, config=FedProxConfig,
                        description="FedProx (Li et al., 2020)")

@@ -6,7 +6,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -15,18 +16,35 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import Grid
 from torch import nn
 
+from conf.errors import ConfigError, first_line
+from conf.typed import between
 from models.accel import prepare_model, to_device_batch
 from strategies.base import ServerEnv, StrategyDef, derive_seed
-from strategies.payload import record_nbytes
-from strategies.fedavg import FedAvgServer, WeightsClient
+from strategies.fedavg import FedAvgConfig, FedAvgServer, WeightsClient
 from strategies.fot_subspace import Sketch, expand_basis, gaussian_rows, new_directions, project_out, threshold
+from strategies.messages import EVALUATE, FOT_SKETCH, TRAIN
+from strategies.payload import record_nbytes
 
 log = logging.getLogger("corolla")
 
-SKETCH = "query.sketch"
-BIAS_MODES = ("free", "freeze_after_first_task")
-SKETCH_CLIENTS = ("last_round", "all")
+SKETCH = FOT_SKETCH
 SKETCH_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+@dataclass(frozen=True)
+class FOTConfig(FedAvgConfig):
+    """FOT's settings on top of FedAvg's; defaults and their meaning in conf/strategy/fot.yaml."""
+
+    server_lr: float = field(metadata=between(0, lo_open=True))
+    eps_start: float = field(metadata=between(0, 1, lo_open=True))
+    eps_inc: float = field(metadata=between(0, 1, hi_open=True))
+    sketch_cols: int | None = field(metadata=between(1))           # null: d
+    sketch_dtype: Literal["float32", "float16"]
+    sketch_clients: Literal["last_round", "all"]
+    sketch_max_samples: int = field(metadata=between(1))
+    projected_layers: list[str] | None                              # null: every Linear/Conv2d weight
+    project_head: Literal["auto"] | bool
+    bias_mode: Literal["free", "freeze_after_first_task"]
 
 
 # ---- which layers are projected, and what their inputs are ---------------------------------------
@@ -56,12 +74,12 @@ def find_projected_layers(model: nn.Module, names: list[str] | None = None, *,
         return chosen
     unknown = [n for n in names if n not in found]
     if unknown:
-        raise ValueError(f"strategy.projected_layers names {unknown}, which are not Linear/Conv2d weights "
-                         f"of model; valid names: {', '.join(found)}")
+        raise ConfigError(f"strategy.projected_layers names {unknown}, which are not Linear/Conv2d weights "
+                          f"of model; valid names: {', '.join(found)}", key="strategy.projected_layers")
     for n in names:
         if isinstance(found[n], nn.Conv2d) and not _conv_supported(found[n]):
-            raise ValueError(f"strategy.projected_layers: {n} is a grouped or non-zero-padded convolution; "
-                             "FOT projects only groups=1, zero-padded Conv2d layers")
+            raise ConfigError(f"strategy.projected_layers: {n} is a grouped or non-zero-padded convolution; "
+                              "FOT projects only groups=1, zero-padded Conv2d layers", key="strategy.projected_layers")
     return {n: found[n] for n in names}
 
 
@@ -143,38 +161,18 @@ def client_sketches(model: nn.Module, layers: list[str], x: torch.Tensor, bases:
 class FotServer(FedAvgServer):
     """FedAvg whose update is projected off the bases U of earlier tasks; U grows at each task switch."""
 
-    def __init__(self, *, server_lr: float = 1.0, eps_start: float = 0.96, eps_inc: float = 0.0,
-                 sketch_cols: int | None = None, sketch_dtype: str = "float32",
-                 sketch_clients: str = "last_round", sketch_max_samples: int = 100_000,
-                 projected_layers: list[str] | None = None, project_head: str | bool = "auto",
-                 bias_mode: str = "freeze_after_first_task", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if not server_lr > 0:
-            raise ValueError(f"strategy.server_lr must be > 0, got {server_lr}")
-        if not 0 < eps_start <= 1 or not 0 <= eps_inc < 1:
-            raise ValueError(f"strategy.eps_start must lie in (0, 1] and eps_inc in [0, 1); got {eps_start}, {eps_inc}")
-        if sketch_cols is not None and int(sketch_cols) < 1:
-            raise ValueError(f"strategy.sketch_cols must be >= 1 or null (= d), got {sketch_cols}")
-        if sketch_dtype not in SKETCH_DTYPES:
-            raise ValueError(f"strategy.sketch_dtype must be one of {', '.join(SKETCH_DTYPES)}, got {sketch_dtype!r}")
-        if sketch_clients not in SKETCH_CLIENTS:
-            raise ValueError(f"strategy.sketch_clients must be one of {', '.join(SKETCH_CLIENTS)}, got {sketch_clients!r}")
-        if int(sketch_max_samples) < 1:
-            raise ValueError(f"strategy.sketch_max_samples must be >= 1, got {sketch_max_samples}")
-        if project_head not in ("auto", True, False):
-            raise ValueError(f"strategy.project_head must be auto, true or false, got {project_head!r}")
-        if bias_mode not in BIAS_MODES:
-            raise ValueError(f"strategy.bias_mode must be one of {', '.join(BIAS_MODES)}, got {bias_mode!r} "
-                             "(for no biases at all, use a bias-free model: model.bias=false)")
-        self.server_lr = float(server_lr)
-        self.eps_start, self.eps_inc = float(eps_start), float(eps_inc)
-        self.sketch_cols = None if sketch_cols is None else int(sketch_cols)
-        self.sketch_dtype = sketch_dtype
-        self.sketch_clients = sketch_clients
-        self.sketch_max_samples = int(sketch_max_samples)
-        self.projected_layers = None if projected_layers is None else list(projected_layers)
-        self.project_head = project_head
-        self.bias_mode = bias_mode
+    def __init__(self, *, config: FOTConfig, **kwargs: Any) -> None:
+        super().__init__(config=config, **kwargs)
+        self.config: FOTConfig = config
+        self.server_lr = config.server_lr
+        self.eps_start, self.eps_inc = config.eps_start, config.eps_inc
+        self.sketch_cols = config.sketch_cols
+        self.sketch_dtype = config.sketch_dtype
+        self.sketch_clients = config.sketch_clients
+        self.sketch_max_samples = config.sketch_max_samples
+        self.projected_layers = None if config.projected_layers is None else list(config.projected_layers)
+        self.project_head = config.project_head
+        self.bias_mode = config.bias_mode
         # Method state (state_dict): bases U (d × k, float64), ε_t, the task whose rounds run now,
         # and the clients that answered the task's last round (they sketch at the switch).
         self.bases: dict[str, torch.Tensor] = {}
@@ -197,7 +195,8 @@ class FotServer(FedAvgServer):
         include_head = (env.task.scenario != "task-incremental") if self.project_head == "auto" else bool(self.project_head)
         layers = find_projected_layers(model, self.projected_layers, include_head=include_head)
         if not layers:
-            raise ValueError("FOT found no Linear/Conv2d weights to project; list them in strategy.projected_layers")
+            raise ConfigError("FOT found no Linear/Conv2d weights to project; list them in strategy.projected_layers",
+                              key="strategy.projected_layers")
         self.layer_dims = {name: layer_dim(m) for name, m in layers.items()}
         params = dict(model.named_parameters())
         biases = [n.removesuffix(".weight") + ".bias" for n in layers]
@@ -265,7 +264,7 @@ class FotServer(FedAvgServer):
         })
         content = RecordDict({"arrays": arrays, "bases": bases, "config": config})
         messages = [Message(content, message_type=SKETCH, dst_node_id=node) for node in nodes]
-        timeout = float(self.env.cfg.get("engine", {}).get("timeout_s", 3600))
+        timeout = float(self.env.cfg["engine"]["timeout_s"])
         replies = list(grid.send_and_receive(messages, timeout=timeout))
         if len(replies) < len(messages):
             log.warning("round %d: %d of %d sketch requests got no reply", server_round,
@@ -293,8 +292,8 @@ class FotServer(FedAvgServer):
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():
-                first_line = next(iter((reply.error.reason or "").strip().splitlines()), "")
-                log.warning("round %d: node %s failed its sketch, left out: %s", server_round, node, first_line)
+                log.warning("round %d: node %s failed its sketch, left out: %s", server_round, node,
+                            first_line(reply.error.reason or ""))
                 continue
             sent_bytes += record_nbytes(reply.content)  # uplink spent, whether usable or not
             reason = self.check_sketch_reply(reply.content)
@@ -397,7 +396,7 @@ def freeze(names: Iterable[str]) -> Callable[[nn.Module], None]:
 class FotClient(WeightsClient):
     """Plain local SGD on the current task (biases frozen when told), plus the task-end sketch."""
 
-    message_types: ClassVar[dict[str, str]] = {"train": "train", "evaluate": "evaluate", SKETCH: "sketch"}
+    message_types: ClassVar[dict[str, str]] = {TRAIN: "train", EVALUATE: "evaluate", SKETCH: "sketch"}
 
     def after_backward(self, config: ConfigRecord) -> Callable[[nn.Module], None] | None:
         frozen = list(config.get("fot-frozen", []))
@@ -427,5 +426,5 @@ class FotClient(WeightsClient):
         return Message(RecordDict({"sketch": arrays, "metrics": metrics}), reply_to=message)
 
 
-STRATEGY = StrategyDef(name="fot", server=FotServer, client=FotClient,
+STRATEGY = StrategyDef(name="fot", server=FotServer, client=FotClient, config=FOTConfig,
                        description="Federated Orthogonal Training (Bakman et al., ICLR 2024)")

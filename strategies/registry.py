@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from functools import cache
 from importlib.metadata import entry_points
-from pathlib import Path
 from typing import Any
 
+from conf.compose import STRATEGY_ENTRY_POINTS as ENTRY_POINT_GROUP
+from conf.compose import plugin_conf_dirs, strategy_yaml
+from conf.errors import ConfigError, first_line
 from strategies.base import StrategyDef
-
-ENTRY_POINT_GROUP = "corolla.strategies"
 
 BUILTIN: dict[str, str] = {
     "fedavg": "strategies.fedavg:STRATEGY",
@@ -25,8 +26,12 @@ BUILTIN: dict[str, str] = {
 RESERVED_KEYS = frozenset({"name", "client"})
 
 
-class StrategyConfigError(ValueError):
-    """A strategy config that cannot work; the message names the key and the fix."""
+# Transition alias: GGEUR (strategies/ggeur.py) and its tests still catch this name.
+StrategyConfigError = ConfigError
+
+__all__ = ["ENTRY_POINT_GROUP", "RESERVED_KEYS", "all_message_types", "available_strategies",
+           "build_server_strategy", "check_strategy_config", "get_strategy", "parse_strategy_config",
+           "plugin_conf_dirs", "refresh", "server_kwargs"]
 
 
 def _load(target: str) -> StrategyDef:
@@ -42,6 +47,12 @@ def _plugin_targets() -> dict[str, str]:
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def refresh() -> None:
+    """Forget discovered plugins and loaded definitions (after a plugin was installed in-process)."""
+    _plugin_targets.cache_clear()
+    get_strategy.cache_clear()
+
+
 def available_strategies() -> dict[str, str]:
     """Every strategy name mapped to where it comes from (built-in, or the plugin's target)."""
     found = {name: "built-in" for name in BUILTIN}
@@ -55,13 +66,14 @@ def get_strategy(name: str) -> StrategyDef:
     """The strategy registered under `name`."""
     target = BUILTIN.get(name) or _plugin_targets().get(name)
     if target is None:
-        raise StrategyConfigError(
+        raise ConfigError(
             f"unknown strategy.name={name!r}; valid choices: {', '.join(available_strategies())} "
-            f"(third-party strategies register under the {ENTRY_POINT_GROUP!r} entry-point group)"
-        )
+            f"(third-party strategies register under the {ENTRY_POINT_GROUP!r} entry-point group)",
+            key="strategy.name")
     definition = _load(target)
     if definition.name != name:
-        raise StrategyConfigError(f"{target} registers as {name!r} but its StrategyDef is named {definition.name!r}")
+        raise ConfigError(f"{target} registers as {name!r} but its StrategyDef is named {definition.name!r}; "
+                          "make the entry point's name and StrategyDef.name equal", key="strategy.name")
     return definition
 
 
@@ -71,28 +83,54 @@ def server_kwargs(strategy_cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_strategy_config(strategy_cfg: dict[str, Any]) -> Any:
-    """The strategy section as the strategy's typed config (None for a strategy without one)."""
-    definition = get_strategy(str(strategy_cfg.get("name")))
+    """The strategy section as the strategy's typed config (None for a strategy without one).
+
+    A composed config holds every key; a partial section (built in code, or the base section GGEUR
+    passes on) takes the missing keys from the strategy's YAML file, the one place defaults live.
+    """
+    name = str(strategy_cfg.get("name"))
+    definition = get_strategy(name)
     if definition.config is None:
         return None
+    required = {f.name for f in dataclasses.fields(definition.config) if f.name != definition.config.EXTRA
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if not required <= set(strategy_cfg):
+        strategy_cfg = {**strategy_yaml(name), **strategy_cfg}
     return definition.config.parse(strategy_cfg, prefix="strategy")
 
 
 def check_strategy_config(strategy_cfg: dict[str, Any]) -> StrategyDef:
-    """Fail before any work when the strategy is unknown or its config has keys it cannot take."""
+    """Fail before any engine starts when the strategy is unknown or its config cannot work.
+
+    A typed config is parsed (unknown keys, types, choices, ranges). A strategy without one has its
+    keys checked against the server half's constructor, which is then built once, so that its own
+    refusals (a value out of range) surface here too, not after the engine has started.
+    """
     definition = get_strategy(str(strategy_cfg.get("name")))
     if definition.config is not None:
         parse_strategy_config(strategy_cfg)
         return definition
+    _construct(definition, strategy_cfg)
+    return definition
+
+
+def _construct(definition: StrategyDef, strategy_cfg: dict[str, Any]) -> Any:
+    """The server half of a strategy without a typed config, from its keys as keyword arguments."""
     accepted, takes_any = _accepted_keys(definition.server)
     valid = sorted(accepted)
     for key in server_kwargs(strategy_cfg):
         if not takes_any and key not in accepted:
-            raise StrategyConfigError(
+            raise ConfigError(
                 f"strategy.{key} is not a parameter of {definition.server.__name__} "
-                f"(strategy {definition.name!r}); valid keys: {', '.join(valid)}"
-            )
-    return definition
+                f"(strategy {definition.name!r}); valid keys: {', '.join(valid)}", key=f"strategy.{key}")
+    try:
+        return definition.server(**server_kwargs(strategy_cfg))
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"strategy {definition.name!r}: {definition.server.__name__} refuses this config: "
+                          f"{first_line(err)}; fix the strategy section "
+                          f"(conf/strategy/{definition.name}.yaml or the overrides)", key="strategy") from err
 
 
 def _accepted_keys(cls: type) -> tuple[set[str], bool]:
@@ -110,11 +148,11 @@ def _accepted_keys(cls: type) -> tuple[set[str], bool]:
 
 
 def build_server_strategy(strategy_cfg: dict[str, Any]) -> Any:
-    """Construct the server half from its config (keyword arguments)."""
-    definition = check_strategy_config(strategy_cfg)
+    """Construct the server half: ``server(config=parsed)``, or from keyword arguments without a typed config."""
+    definition = get_strategy(str(strategy_cfg.get("name")))
     if definition.config is not None:
         return definition.server(config=parse_strategy_config(strategy_cfg))
-    return definition.server(**server_kwargs(strategy_cfg))
+    return _construct(definition, strategy_cfg)
 
 
 def all_message_types() -> set[str]:
@@ -126,19 +164,3 @@ def all_message_types() -> set[str]:
         except Exception:  # a broken plugin must not take the built-ins down with it
             continue
     return types
-
-
-def plugin_conf_dirs() -> list[Path]:
-    """Config trees shipped by plugin packages (a `conf/strategy/<name>.yaml` beside their module)."""
-    dirs: list[Path] = []
-    for target in _plugin_targets().values():
-        try:
-            module = importlib.import_module(target.partition(":")[0])
-        except Exception:
-            continue
-        here = Path(module.__file__ or "").resolve().parent
-        for candidate in (here / "conf", here.parent / "conf"):
-            if (candidate / "strategy").is_dir() and candidate not in dirs:
-                dirs.append(candidate)
-                break
-    return dirs

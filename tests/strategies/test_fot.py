@@ -16,7 +16,9 @@ from torch import nn
 from data.bundle import Split
 from models import build_model
 from strategies.base import ServerEnv, derive_seed
+from conf.errors import ConfigError
 from strategies.fot import FotClient, FotServer, client_sketches, find_projected_layers, layer_columns
+from strategies.registry import build_server_strategy, check_strategy_config, parse_strategy_config
 from strategies.fot_subspace import (
     expand_basis, gaussian_rows, new_directions, principal_angle_cosines, project_out, sketch_columns, threshold,
 )
@@ -40,7 +42,7 @@ def make_server(model_cfg: dict, input_shape: tuple[int, ...], *, rounds_per_tas
 
     env = ServerEnv(cfg={"engine": {"timeout_s": 5}}, task=task, build_model=new_model,  # type: ignore[arg-type]
                     run_dir=Path("."), rounds_per_task=rounds_per_task)
-    server = FotServer(fraction_train=1.0, **kwargs)
+    server = FotServer(config=parse_strategy_config({"name": "fot", "fraction_train": 1.0, **kwargs}))
     server.setup(env)
     return server
 
@@ -396,7 +398,26 @@ def test_layer_choice_and_config_errors() -> None:
         find_projected_layers(model, ["body.1.weight"])
     split = make_server(CNN, (1, 8, 8), scenario="task-incremental")
     assert "head.weight" not in split.layer_dims  # per-task heads stay free
-    with pytest.raises(ValueError, match="bias_mode"):
-        FotServer(bias_mode="none")
-    with pytest.raises(ValueError, match="sketch_clients"):
-        FotServer(sketch_clients="some")
+    with pytest.raises(ConfigError, match="strategy.bias_mode='none' is not a valid choice"):
+        check_strategy_config({"name": "fot", "bias_mode": "none"})
+    with pytest.raises(ConfigError, match="sketch_clients"):
+        check_strategy_config({"name": "fot", "sketch_clients": "some"})
+    for key, value in (("eps_start", 1.5), ("eps_start", 0.0), ("eps_inc", 1.0), ("server_lr", 0.0),
+                       ("sketch_cols", 0), ("sketch_max_samples", 0)):
+        with pytest.raises(ConfigError, match=f"strategy.{key}={value!r} is out of range") as err:
+            check_strategy_config({"name": "fot", key: value})
+        assert err.value.key == f"strategy.{key}"
+    with pytest.raises(ConfigError, match="strategy.sketch_dtype='bfloat16' is not a valid choice"):
+        check_strategy_config({"name": "fot", "sketch_dtype": "bfloat16"})
+    with pytest.raises(ConfigError, match="strategy.eps_strat is not a setting of FOTConfig"):
+        check_strategy_config({"name": "fot", "eps_strat": 0.9})
+
+
+def test_fot_config_from_the_yaml_reaches_the_server_half() -> None:
+    from conf.compose import compose
+
+    cfg = compose(["strategy=fot", "strategy.eps_start=0.9", "strategy.sketch_cols=16", "strategy.project_head=false"])
+    server = build_server_strategy(cfg["strategy"])
+    assert isinstance(server, FotServer)
+    assert (server.eps, server.sketch_cols, server.project_head) == (0.9, 16, False)
+    assert (server.fraction_train, server.fraction_evaluate) == (0.5, 0.0)  # FedAvg's keys, from fedavg.yaml

@@ -1,4 +1,8 @@
-"""`faulty`: FedAvg whose clients fail or send malformed replies on chosen partitions."""
+"""`faulty`: FedAvg whose clients fail or send malformed replies on chosen partitions.
+
+It has no typed config on purpose: it exercises the registry's path for such plugins (keys checked
+against the constructor, which runs once at check time so that its own refusals come first).
+"""
 
 from __future__ import annotations
 
@@ -17,15 +21,17 @@ class FaultyServer(FedAvgServer):
     def __init__(self, *, crash: list[int] | None = None, nan: list[int] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.crash, self.nan = list(crash or []), list(nan or [])
+        if any(not isinstance(p, int) or p < 0 for p in self.crash + self.nan):
+            raise ValueError(f"crash and nan list partition ids (integers >= 0), got {self.crash} and {self.nan}")
 
 
 class FaultyClient(WeightsClient):
     def train(self, message: Message) -> Message:
-        strategy_cfg = self.env.cfg["strategy"]
-        if self.env.partition_id in strategy_cfg.get("crash", []):
+        strategy_cfg = self.env.cfg["strategy"]  # no typed config: the raw section (faulty.yaml has both keys)
+        if self.env.partition_id in strategy_cfg["crash"]:
             raise RuntimeError(f"injected crash on partition {self.env.partition_id}")
         reply = super().train(message)
-        if self.env.partition_id in strategy_cfg.get("nan", []):
+        if self.env.partition_id in strategy_cfg["nan"]:
             arrays = reply.content["arrays"]
             first = next(iter(arrays))
             poisoned = arrays[first].numpy().copy()

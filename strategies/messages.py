@@ -1,0 +1,13 @@
+"""Flower message types corolla and its built-in strategies send, defined once.
+
+A message type is `<category>` or `<category>.<action>` (Flower's `train`, `evaluate`, `query`).
+The server side sends them, the ClientApp registers a handler for each, a client half maps them
+to methods (`ClientHalf.message_types`).
+"""
+
+from __future__ import annotations
+
+TRAIN = "train"
+EVALUATE = "evaluate"
+HELLO = "query.hello"          # corolla's own: which partition a node holds (server/grid.py, client/app.py)
+FOT_SKETCH = "query.sketch"    # FOT: a sketch of the finished task's layer inputs
