@@ -25,6 +25,8 @@ from typing import Any
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.serverapp import Grid
 
+from conf.errors import first_line
+
 
 class InlineGrid(Grid):
     """A Flower Grid whose nodes are ClientApp dispatches in this process, one Context each."""
@@ -137,8 +139,7 @@ def run_many(fn: Callable[[list[str]], dict[str, float]], jobs: list[tuple[Any, 
                 line = " ".join(f"{k}={res[k]:.4g}" for k in shown if k in res)
             except Exception as ex:  # noqa: BLE001 - a failed run is reported, the others go on
                 results[key] = ex
-                first = str(ex).strip().splitlines()[0] if str(ex).strip() else ""
-                line = f"FAILED: {type(ex).__name__}: {first}"
+                line = f"FAILED: {type(ex).__name__}: {first_line(ex)}"
             print(f"[{label}] {len(results)}/{len(jobs)} {key}: {line} ({time.monotonic() - started:.0f}s)",
                   flush=True)
     return results

@@ -9,9 +9,8 @@ from flwr.clientapp import ClientApp
 
 from conf.compose import config_from_run_config
 from strategies.base import ClientEnv
+from strategies.messages import HELLO
 from strategies.registry import all_message_types, get_strategy
-
-HELLO = "query.hello"
 
 app = ClientApp()
 

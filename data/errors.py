@@ -1,9 +1,10 @@
-"""Errors raised by the data package."""
+"""Errors raised by the data package (its config refusals are conf.errors.ConfigError, re-exported here)."""
+
+from conf.errors import ConfigError
+
+__all__ = ["ConfigError", "DatasetNotInstalled"]
 
 
 class DatasetNotInstalled(RuntimeError):
     """A dataset's files or package are missing; the message names the command that installs it."""
 
-
-class ConfigError(ValueError):
-    """A task config is invalid; the message names the offending key and its valid choices."""

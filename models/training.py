@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conf.errors import ConfigError
 from models.accel import OPTIMIZERS, autocast, make_optimizer, prepare_model, to_device_batch
 
 # (model, logits, y) -> a scalar added to the cross-entropy. Terms run outside autocast, in fp32;
@@ -29,16 +30,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"train.epochs must be >= 1, got {self.epochs}")
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}", key="train.epochs")
         if self.batch_size < 1:
-            raise ValueError(f"train.batch_size must be >= 1, got {self.batch_size}")
-        if self.lr < 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError("train.lr, train.momentum and train.weight_decay must be >= 0")
+            raise ConfigError(f"train.batch_size must be >= 1, got {self.batch_size}", key="train.batch_size")
+        for key in ("lr", "momentum", "weight_decay"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}", key=f"train.{key}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}; "
-                             f"got {self.optimizer!r}")
+            raise ConfigError(f"train.optimizer must be one of {', '.join(OPTIMIZERS)}; "
+                              f"got {self.optimizer!r}", key="train.optimizer")
         if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
+            raise ConfigError(f"train.max_steps must be >= 1 or null, got {self.max_steps}", key="train.max_steps")
 
     @classmethod
     def from_mapping(cls, m: Mapping[str, Any]) -> "TrainConfig":

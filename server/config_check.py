@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A config that cannot run; raised before Ray or any data loading starts."""
-
+from conf.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda")
 ENGINES = ("ray",)

@@ -13,7 +13,8 @@ from flwr.serverapp import Grid
 from data import load_task
 from models import build_model
 from models.accel import pick_device
-from server.config_check import ConfigError, check_config, rounds_per_task
+from conf.errors import ConfigError
+from server.config_check import check_config, rounds_per_task
 from server.grid import TrackedGrid
 from server.guard import RoundGuard
 from server.recorder import CHECKPOINT, RunRecorder

@@ -10,11 +10,11 @@ from typing import Any
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
+from conf.errors import first_line
+from strategies.messages import HELLO
 from strategies.payload import record_nbytes
 
 log = logging.getLogger("corolla")
-
-HELLO = "query.hello"
 
 
 class TrackedGrid(Grid):
@@ -91,7 +91,7 @@ class TrackedGrid(Grid):
         for reply in self._grid.send_and_receive(messages, timeout=self._hello_timeout):
             if reply.has_error():
                 log.warning("node %s failed the hello exchange: %s", reply.metadata.src_node_id,
-                            reply.error.reason.strip().splitlines()[0] if reply.error.reason else "")
+                            first_line(reply.error.reason or ""))
                 continue
             metrics = next(iter(reply.content.metric_records.values()))
             self.partition_of[reply.metadata.src_node_id] = int(metrics["partition-id"])

@@ -14,6 +14,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from conf.errors import first_line
 from strategies.base import ServerEnv, derive_seed
 
 log = logging.getLogger("corolla")
@@ -94,7 +95,7 @@ class RoundGuard(Strategy):
             if reply.has_error():
                 stats.errors += 1
                 first_error = first_error or reply.error.reason
-                log.warning("round %d: node %s failed: %s", rnd, node, _first_line(reply.error.reason))
+                log.warning("round %d: node %s failed: %s", rnd, node, first_line(reply.error.reason or ""))
                 continue
             reason = self.inner.validate_train_reply(reply.content, self._sent_arrays)
             if reason:
@@ -144,7 +145,3 @@ def _match_dtypes(arrays: ArrayRecord, reference: ArrayRecord) -> ArrayRecord:
         out[key] = arr
     return out
 
-
-def _first_line(text: str | None) -> str:
-    lines = (text or "").strip().splitlines()
-    return lines[0] if lines else ""

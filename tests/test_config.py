@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from conf.compose import compose, config_from_run_config, to_run_config
-from server.config_check import ConfigError, check_config, rounds_per_task
+from conf.errors import ConfigError
+from server.config_check import check_config, rounds_per_task
 
 
 def test_default_config_is_the_documented_experiment() -> None:
