@@ -1,15 +1,19 @@
-"""The strategy contract: the server-half mixin, the client-half base and the definition tying them."""
+"""The strategy contract: the server-half mixin, the client-half base (StrategyDef, tying them, is in the registry)."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, RecordDict
+
+from strategies.registry import StrategyDef, parse_strategy_config
+
+__all__ = ["ClientEnv", "ClientHalf", "CorollaStrategy", "ServerEnv", "StrategyDef", "derive_seed"]
 
 if TYPE_CHECKING:
     import torch
@@ -123,8 +127,6 @@ class ClientEnv:
     @cached_property
     def strategy_config(self) -> Any:
         """The run's strategy section parsed into the strategy's typed config (None without one)."""
-        from strategies.registry import parse_strategy_config
-
         return parse_strategy_config(self.cfg["strategy"])
 
     @cached_property
@@ -174,24 +176,6 @@ class ClientHalf:
                 f"it handles {sorted(self.message_types)}"
             ) from None
         return getattr(self, method)(message)
-
-
-@dataclass(frozen=True)
-class StrategyDef:
-    """A registered strategy: its name, server half class, client half class and typed config.
-
-    With ``config`` (a `conf.typed.Section` dataclass) the registry parses the strategy's YAML
-    section into it before any engine starts, the server half is built as ``server(config=parsed)``
-    and the client half reads the same dataclass as ``env.strategy_config``. Without it (older
-    plugins) the section's keys are the server half's keyword arguments.
-    """
-
-    name: str
-    server: type
-    client: type[ClientHalf]
-    description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    config: type | None = None
 
 
 def derive_seed(*parts: Any) -> int:

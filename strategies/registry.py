@@ -5,14 +5,17 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conf.compose import STRATEGY_ENTRY_POINTS as ENTRY_POINT_GROUP
 from conf.compose import plugin_conf_dirs, strategy_yaml
 from conf.errors import ConfigError, first_line
-from strategies.base import StrategyDef
+
+if TYPE_CHECKING:  # strategies.base imports this module; the registry needs ClientHalf only as a type
+    from strategies.base import ClientHalf
 
 BUILTIN: dict[str, str] = {
     "fedavg": "strategies.fedavg:STRATEGY",
@@ -22,6 +25,25 @@ BUILTIN: dict[str, str] = {
     "creamfl": "strategies.creamfl:STRATEGY",
 }
 
+
+@dataclass(frozen=True)
+class StrategyDef:
+    """A registered strategy: its name, server half class, client half class and typed config.
+
+    With ``config`` (a `conf.typed.Section` dataclass) the registry parses the strategy's YAML
+    section into it before any engine starts, the server half is built as ``server(config=parsed)``
+    and the client half reads the same dataclass as ``env.strategy_config``. Without it (older
+    plugins) the section's keys are the server half's keyword arguments.
+    """
+
+    name: str
+    server: type
+    client: type[ClientHalf]
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    config: type | None = None
+
+
 # Config keys that configure corolla itself, not the server half's constructor.
 RESERVED_KEYS = frozenset({"name", "client"})
 
@@ -29,7 +51,7 @@ RESERVED_KEYS = frozenset({"name", "client"})
 # Transition alias: GGEUR (strategies/ggeur.py) and its tests still catch this name.
 StrategyConfigError = ConfigError
 
-__all__ = ["ENTRY_POINT_GROUP", "RESERVED_KEYS", "all_message_types", "available_strategies",
+__all__ = ["ENTRY_POINT_GROUP", "RESERVED_KEYS", "StrategyDef", "all_message_types", "available_strategies",
            "build_server_strategy", "check_strategy_config", "get_strategy", "parse_strategy_config",
            "plugin_conf_dirs", "refresh", "server_kwargs"]
 
