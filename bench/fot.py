@@ -16,7 +16,7 @@ summary.json as `corolla run`, without Ray's start-up per run; a run gives the s
 (default: 2, one torch thread each); each run is deterministic on its own.
 
 Metrics per (setting, variant), over seeds, on the test split: `acc`, `fgt`, `plasticity` (from
-the accuracy matrix, DESIGN.md), `extra_uplink` (FOT's sketch bytes in % of the training uplink of
+the accuracy matrix, docs/architecture.md), `extra_uplink` (FOT's sketch bytes in % of the training uplink of
 the same run), `server_s_per_round` (the strategy's own seconds per round: aggregation, and for
 FOT also projection and the basis update at task switches). Learning rates (and FedProx's mu,
 FOT's epsilon) come from conf/bench/fot.yaml, chosen on the validation split only with the same

@@ -1,4 +1,4 @@
-"""Benchmark results in DESIGN.md's JSON shape, and the table printed at the end of a bench."""
+"""Benchmark results in the JSON shape of docs/architecture.md ("Benchmark JSON"), and the table printed at the end of a bench."""
 
 from __future__ import annotations
 

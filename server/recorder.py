@@ -24,7 +24,7 @@ CHECKPOINT = "checkpoints/last.pt"
 
 
 class RunRecorder:
-    """Writes what a run produces (DESIGN.md, "What a run writes"); its evaluate_fn goes to Flower."""
+    """Writes what a run produces (docs/architecture.md, "What a run writes"); its evaluate_fn goes to Flower."""
 
     def __init__(self, run_dir: Path, env: ServerEnv, *, device: torch.device,
                  progress: Callable[[int, dict[str, Any]], None] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Benchmark JSON follows DESIGN.md's contract."""
+"""Benchmark JSON follows the contract in docs/architecture.md ("Benchmark JSON")."""
 
 from __future__ import annotations
 
