@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from client import training
+from models import training
 from models.training import EvalResult, TrainConfig, TrainResult, evaluate, train_local
 from models import build_model
 
