@@ -66,14 +66,16 @@ def _model_bytes(overrides: list[str]) -> dict[str, int]:
     from data import load_task
     from data.captioned import captioned_of
     from models.multimodal import num_parameters
-    from strategies.creamfl import build_client_model, build_server_model
+    from strategies.creamfl import CreamFLConfig, build_client_model, build_server_model
 
     cfg = compose(overrides)
+    config = CreamFLConfig.parse(cfg["strategy"])
     data = captioned_of(load_task(cfg["task"], seed=int(cfg["seed"])))
-    out = {f"client_{m}": 4 * num_parameters(build_client_model(cfg, data, m, 10)) for m in sorted(set(data.client_types))}
+    out = {f"client_{m}": 4 * num_parameters(build_client_model(config, data, m, 10))
+           for m in sorted(set(data.client_types))}
     # FedAvg's uplink per client and round: the whole model, averaged over the client population.
     out["client_mean"] = round(sum(out[f"client_{m}"] for m in data.client_types) / len(data.client_types))
-    out["server"] = 4 * num_parameters(build_server_model(cfg, data))
+    out["server"] = 4 * num_parameters(build_server_model(config, data))
     return out
 
 
@@ -151,18 +153,19 @@ def server_step_timing(overrides: list[str], steps: int = 50) -> dict[str, float
     from data import load_task
     from data.captioned import captioned_of
     from models.accel import autocast, make_optimizer, prepare_model, to_device_batch
-    from strategies.creamfl import build_server_model
-    from strategies.creamfl_losses import info_nce
+    from strategies.creamfl import CreamFLConfig, build_server_model
+    from strategies.creamfl.losses import info_nce
 
     cfg = compose(overrides)
+    config = CreamFLConfig.parse(cfg["strategy"])
     data = captioned_of(load_task(cfg["task"], seed=0))
     pub = data.public()
     dev = torch.device("cuda")
-    bs = int(cfg["strategy"]["server_batch_size"])
+    bs = config.server_batch_size
     out: dict[str, float] = {}
     for name, fast in (("cuda_path_ms", True), ("fp32_eager_ms", False)):
         torch.manual_seed(0)
-        model = build_server_model(cfg, data)
+        model = build_server_model(config, data)
         model = prepare_model(model, dev) if fast else model.to(dev)
         opt = (make_optimizer("adamw", model.parameters(), 1e-3, 0.0, 0.0, dev) if fast
                else torch.optim.AdamW(model.parameters(), lr=1e-3))

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from data.captioned import CAPTIONED, CAPTIONED_DEFAULTS, CaptionedConfig, parse_captioned_config
+from data.captioned_config import CAPTIONED, CAPTIONED_DEFAULTS, CaptionedConfig, parse_captioned_config
 from data.catalogue import SOURCE_NAMES
 from data.errors import ConfigError
 from data.features import FEATURE_ENCODERS, NO_FEATURES

@@ -16,7 +16,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from bench.inline import run_inline
 from conf.compose import compose
 from strategies.base import ClientEnv, ServerEnv
-from strategies.creamfl import CreamFLClient, CreamFLServer, build_server_model, encode_split
+from conf.errors import ConfigError
+from strategies.creamfl import CreamFLClient, CreamFLConfig, CreamFLServer, build_server_model, encode_split
 from tests.simrun import read_metrics, read_summary, run_corolla, run_dir_of
 
 TINY = ["task=captioned", "strategy=creamfl", "task.num_clients=3",
@@ -153,10 +154,14 @@ def test_state_dict_round_trips_model_optimizer_and_round(cfg: dict, tmp_path) -
 
 
 def test_bad_strategy_values_fail_before_any_work() -> None:
-    with pytest.raises(ValueError, match="ensemble"):
-        CreamFLServer(ensemble="median")
+    from strategies.registry import check_strategy_config
+
+    section = compose(["task=captioned", "strategy=creamfl"])["strategy"]
+    with pytest.raises(ConfigError, match="ensemble") as err:
+        check_strategy_config({**section, "ensemble": "median"})
+    assert err.value.key == "strategy.ensemble"
     with pytest.raises(ValueError, match="kd_gate"):
-        CreamFLServer(kd_gate="sometimes")
+        CreamFLConfig.parse({**section, "kd_gate": "sometimes"})
 
 
 def test_server_model_is_larger_than_every_client_model(cfg: dict) -> None:
@@ -166,10 +171,11 @@ def test_server_model_is_larger_than_every_client_model(cfg: dict) -> None:
     from strategies.creamfl import build_client_model
 
     full = compose(["task=captioned", "strategy=creamfl"])
+    config = CreamFLConfig.parse(full["strategy"])
     data = captioned_of(load_task(full["task"], seed=0))
-    server = num_parameters(build_server_model(full, data))
+    server = num_parameters(build_server_model(config, data))
     for modality in ("image", "text", "image_text"):
-        assert num_parameters(build_client_model(full, data, modality, 10)) < server
+        assert num_parameters(build_client_model(config, data, modality, 10)) < server
 
 
 def test_corolla_run_simulation_writes_retrieval(tmp_path) -> None:

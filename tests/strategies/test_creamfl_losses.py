@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from strategies.creamfl_losses import (
+from strategies.creamfl.losses import (
     aggregate,
     alignment_r1,
     ensemble_scores,
@@ -129,7 +129,7 @@ def test_recall_counts_any_item_with_the_same_caption_as_a_hit() -> None:
 
 
 def test_relational_kd_is_zero_for_rotated_clients_and_positive_otherwise() -> None:
-    from strategies.creamfl_losses import relational_kd_loss
+    from strategies.creamfl.losses import relational_kd_loss
 
     torch.manual_seed(0)
     server = _unit(torch.randn(6, 8))
