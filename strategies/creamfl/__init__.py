@@ -11,8 +11,10 @@ No weights travel. Each round:
 5. the server ensembles them per item: w_ki = softmax over clients of the log-softmax score of
    client k's rep of item i against the global reps of the other modality (`ensemble:
    contrastive`), or uniformly (`ensemble: mean`);
-6. it distils the aggregate into its model (MSE, `kd_weight`; each modality's term once) and
-   is evaluated on test retrieval (Recall@1/5/10 both ways, rsum) every round.
+6. it distils the aggregate into its model (squared distance per item, `kd_weight`; each
+   modality's term once) by plain SGD steps of their own (`distill_lr`; no state shared with the
+   public steps' AdamW, so kd_weight scales each step and 0 means training alone) and is
+   evaluated on test retrieval (Recall@1/5/10 both ways, rsum) every round.
 
 Beyond the paper (each off by default, so the defaults are the published method):
 `ensemble_temperature` sharpens the weights, `reg_passes` repeats the regulariser pass,

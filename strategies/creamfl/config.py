@@ -38,6 +38,7 @@ class CreamFLConfig(Section):
     ensemble: Literal["contrastive", "mean"]
     ensemble_temperature: float = field(metadata=POSITIVE)
     kd_weight: float = field(metadata=NON_NEGATIVE)
+    distill_lr: float = field(metadata=POSITIVE)
     distill_epochs: int = field(metadata=NON_NEGATIVE)
     distill_order: Literal["after_clients", "before_public"]
     distill_mode: Literal["separate", "joint"]

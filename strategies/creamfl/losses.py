@@ -19,6 +19,11 @@ def info_nce(img: torch.Tensor, txt: torch.Tensor, temperature: float) -> torch.
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def squared_distance(z: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over items of ||z_i - target_i||^2 (b, D): a per-item loss, in [0, 4] for unit vectors."""
+    return (z.float() - target.float()).pow(2).sum(-1).mean()
+
+
 def inter_modal_loss(local: torch.Tensor, global_other: torch.Tensor, index: torch.Tensor,
                      temperature: float) -> torch.Tensor:
     """CE of a client's reps of items `index` against all global reps of the other modality.

@@ -6,14 +6,13 @@ import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from data.captioned import PairedSplit
 from models.accel import autocast, make_optimizer, to_device_batch
 from models.multimodal import ImageTextModel
 from strategies.base import derive_seed
 from strategies.creamfl.config import CreamFLConfig
-from strategies.creamfl.losses import info_nce, relational_kd_loss
+from strategies.creamfl.losses import info_nce, relational_kd_loss, squared_distance
 from strategies.creamfl.models import batches
 from strategies.creamfl.protocol import MODALITY_KEYS
 
@@ -21,7 +20,15 @@ Targets = dict[str, torch.Tensor]
 
 
 class ServerTraining:
-    """The server model, its optimizer and its two kinds of steps (no Flower here)."""
+    """The server model, its two optimizers and its two kinds of steps (no Flower here).
+
+    The public InfoNCE steps use AdamW. The separate distillation steps (distill_mode: separate)
+    use their own plain SGD, without momentum or weight decay, so they move the weights only by
+    distill_lr * kd_weight * the distillation gradient: nothing of the public steps' Adam moments
+    is replayed (sharing the AdamW made every distillation step a stale first-moment step of
+    public-step size, whatever the targets and kd_weight), kd_weight scales every step linearly,
+    and kd_weight 0 leaves the server exactly as training alone.
+    """
 
     def __init__(self, model: ImageTextModel, *, config: CreamFLConfig, device: torch.device,
                  public: PairedSplit, train_pairs: PairedSplit, run_seed: int) -> None:
@@ -29,6 +36,8 @@ class ServerTraining:
         self.public, self.train_pairs, self.run_seed = public, train_pairs, run_seed
         self.optimizer = make_optimizer("adamw", model.parameters(), config.server_lr, 0.0,
                                         config.server_weight_decay, device)
+        # Stateless: nothing to carry between steps or rounds, nothing shared with the AdamW.
+        self.distill_optimizer = torch.optim.SGD(model.parameters(), lr=config.distill_lr)
 
     def _seed(self, server_round: int, purpose: str) -> torch.Generator:
         return torch.Generator().manual_seed(derive_seed(self.run_seed, server_round, purpose))
@@ -70,7 +79,9 @@ class ServerTraining:
     def kd_loss(self, reps: dict[str, torch.Tensor], idx: torch.Tensor, targets: Targets) -> torch.Tensor:
         """kd_weight * the distillation term of each modality (once each), gated per config.
 
-        `mse` (published): MSE to the aggregated reps. `relational`: KL to the clients'
+        `mse` (published): the squared distance to the aggregated reps, summed over the embedding
+        and averaged over items (in [0, 4] for unit vectors: a per-item loss on InfoNCE's scale,
+        not an element mean that is embed_dim times smaller). `relational`: KL to the clients'
         (ensemble-weighted) in-batch similarity structure (losses.relational_kd_loss)."""
         cfg = self.config
         loss = torch.zeros((), device=self.device)
@@ -94,17 +105,22 @@ class ServerTraining:
                     if not keep.any():
                         continue
                     z, t = z[keep], t[keep]
-                term = F.mse_loss(z, t)
+                term = squared_distance(z, t)
             loss = loss + cfg.kd_weight * scale * term
         return loss
 
     def distill(self, server_round: int, targets: Targets) -> float:
-        """Separate optimizer steps on the distillation loss to the aggregated reps over the public set."""
+        """`distill_epochs` of SGD steps (distill_lr) on the distillation loss toward the aggregated
+        reps over the public set; kd_weight 0 takes none."""
         keys = [k for k in MODALITY_KEYS if k in targets]
         if not keys or self.config.kd_weight == 0:
             return 0.0
         model, dev, pub = self.model, self.device, self.public
         model.train()
+        # Batch-norm running statistics are not the distillation's to move: its forward passes
+        # over the public images would otherwise change the evaluated model even at a vanishing
+        # kd_weight (the public steps already track those images' statistics).
+        buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
         total, steps = 0.0, 0
         gen = self._seed(server_round, "creamfl-distill")
         for _ in range(self.config.distill_epochs):
@@ -118,9 +134,12 @@ class ServerTraining:
                 loss = self.kd_loss(reps, idx, targets)
                 if not loss.requires_grad:
                     continue
-                self.optimizer.zero_grad(set_to_none=True)
+                self.distill_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                self.optimizer.step()
+                self.distill_optimizer.step()
                 total += float(loss.detach())
                 steps += 1
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
         return total / max(steps, 1)

@@ -6,6 +6,7 @@ InlineGrid (no Ray), on a tiny captioned task; one test is a real `corolla run` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -212,3 +213,54 @@ def test_variant_configs_compose_on_the_published_defaults(name: str, key: str, 
     assert cfg["strategy"]["name"] == "creamfl" and cfg["strategy"][key] == value
     assert cfg["strategy"]["kd_weight"] == compose(["strategy=creamfl"])["strategy"]["kd_weight"]
     check_strategy_config(cfg["strategy"])
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["strategy"]["model"]
+
+
+def test_zero_weight_distillation_leaves_the_server_as_public_only(tmp_path) -> None:
+    """kd_weight 0 after two federated rounds: the server's weights are training alone's, exactly.
+    A vanishing kd_weight (the distillation steps are taken) moves them by a vanishing amount;
+    when the distillation shared the public steps' AdamW, it replayed Adam's first moment instead,
+    a full-size step whatever the weight."""
+    _, _, alone = run_inline([*TINY, "num_rounds=2", "strategy.fraction_train=0"], tmp_path / "alone")
+    _, metrics, zero = run_inline([*TINY, "num_rounds=2", "strategy.kd_weight=0"], tmp_path / "zero")
+    assert all(m["num_replies"] == 3 for m in metrics)
+    alone_w, zero_w = _weights(alone), _weights(zero)
+    assert alone_w.keys() == zero_w.keys()
+    for key in alone_w:
+        assert torch.equal(alone_w[key], zero_w[key]), key
+    _, metrics, tiny = run_inline([*TINY, "num_rounds=2", "strategy.kd_weight=1e-9"], tmp_path / "tiny")
+    assert all(m["distill_loss"] > 0 for m in metrics)  # the distillation steps were taken
+    for key, value in _weights(tiny).items():
+        torch.testing.assert_close(value, alone_w[key], atol=1e-6, rtol=0, msg=key)
+
+
+def _targets(server: CreamFLServer, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.nn.functional.normalize(torch.randn(len(server.public), 16, generator=gen), dim=-1)
+            for k in ("img", "txt")}
+
+
+def test_distillation_has_its_own_stateless_optimizer_and_kd_weight_scales_its_step(cfg: dict, tmp_path) -> None:
+    server = _server(cfg, tmp_path)
+    server.public_step(1)
+    adam = {k: v.clone() for k, v in server.optimizer.state_dict()["state"][0].items()}
+    start = {k: v.clone() for k, v in server.model.state_dict().items()}
+    moves = {}
+    for weight in (0.1, 0.2):
+        server.model.load_state_dict(start)
+        server.training.config = dataclasses.replace(server.config, kd_weight=weight)
+        assert server.training.distill(1, _targets(server)) > 0
+        moves[weight] = {k: server.model.state_dict()[k] - start[k] for k in start}
+    # One step (40 public items, batch 64): plain SGD, so twice the weight moves twice as far
+    # (up to float32 rounding of weight + move).
+    for key, move in moves[0.2].items():
+        torch.testing.assert_close(move, 2 * moves[0.1][key], atol=5e-7, rtol=1e-3, msg=key)  # float32 ulps
+    assert max(float(move.abs().max()) for move in moves[0.1].values()) > 1e-4  # well above the tolerance
+    # The public steps' AdamW state is untouched; batch-norm statistics are not the distillation's.
+    for key, value in server.optimizer.state_dict()["state"][0].items():
+        torch.testing.assert_close(value, adam[key])
+    buffers = dict(server.model.named_buffers())
+    assert buffers and all(torch.equal(buffers[k], start[k]) for k in buffers)
