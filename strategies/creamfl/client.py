@@ -17,6 +17,7 @@ from strategies.creamfl.config import CreamFLConfig
 from strategies.creamfl.losses import info_nce, inter_modal_loss, intra_modal_loss
 from strategies.creamfl.models import batches, build_client_model, encode_split, inputs_of
 from strategies.creamfl.protocol import OTHER, STATE_KEY, pack_reply, parse_train
+from strategies.messages import TRAIN
 
 
 def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
@@ -30,7 +31,7 @@ def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> float:
 class CreamFLClient(ClientHalf):
     """The client half: private training, the regularised public pass, public-set reps back."""
 
-    message_types: ClassVar[dict[str, str]] = {"train": "train"}
+    message_types: ClassVar[dict[str, str]] = {TRAIN: "train"}
 
     def train(self, message: Message) -> Message:
         env = self.env

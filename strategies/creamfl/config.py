@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from conf.errors import ConfigError
-from conf.typed import Section, between
+from conf.typed import between
 from models.multimodal import image_spec, text_spec
+from strategies.fedavg import FedAvgConfig
 
 CLIENT_TYPES = ("image", "text", "image_text")
 
@@ -16,15 +17,13 @@ NON_NEGATIVE = between(0, None)
 
 
 @dataclass(frozen=True)
-class CreamFLConfig(Section):
+class CreamFLConfig(FedAvgConfig):
     """The `strategy` section of a CreamFL run; its defaults live in conf/strategy/creamfl.yaml.
 
-    The server half receives it as `config`; the client half reads it as `env.strategy_config`.
+    Flower's sampling settings come from FedAvgConfig. The server half receives it as `config`;
+    the client half reads it as `env.strategy_config`.
     """
 
-    # Flower's sampling
-    fraction_train: float = field(metadata=between(0, 1))
-    min_train_nodes: int = field(metadata=NON_NEGATIVE)
     embed_dim: int = field(metadata=between(1, None))
     # the server
     server_image: dict[str, Any]

@@ -33,9 +33,8 @@ class CreamFLServer(FedAvgServer):
 
     def __init__(self, *, config: CreamFLConfig) -> None:
         # fraction_train 0 is the public-only baseline: Flower's FedAvg then sends no message.
-        super().__init__(fraction_train=config.fraction_train, min_train_nodes=config.min_train_nodes,
-                         fraction_evaluate=0.0)
-        self.config = config
+        super().__init__(config=config)
+        self.config: CreamFLConfig = config
         self.model: Any = None
         self.training: ServerTraining | None = None
         self.global_reps: dict[str, torch.Tensor] = {}

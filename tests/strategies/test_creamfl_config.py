@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from client.runconfig import compose
+from conf.compose import compose
 from conf.errors import ConfigError
 from strategies.creamfl import CreamFLConfig
 from strategies.registry import build_server_strategy, check_strategy_config
