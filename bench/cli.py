@@ -12,6 +12,7 @@ BENCHES: dict[str, str] = {
     "creamfl": "bench.creamfl:run",
     "ggeur": "bench.ggeur:run",
     "fot": "bench.fot:run",
+    "chaos": "bench.chaos:run",
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

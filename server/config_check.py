@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from conf.errors import ConfigError
+from conf.root import check_root
+
+__all__ = ["ConfigError", "check_config", "rounds_per_task"]
+
 
 DEVICES = ("auto", "cpu", "cuda")
 ENGINES = ("ray",)
@@ -19,6 +23,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     for key in ("strategy", "task", "model", "engine", "train", "seed", "num_rounds"):
         if key not in cfg:
             raise ConfigError(f"the config has no '{key}' section; compose it from conf/ (corolla run ...)")
+    check_root(cfg)  # types and ranges first: later checks may convert values
     check_strategy_config(cfg["strategy"])
     check_task_config(cfg["task"])
     check_model_config(cfg["model"])

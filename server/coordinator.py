@@ -17,7 +17,9 @@ from conf.errors import ConfigError
 from server.config_check import check_config, rounds_per_task
 from server.grid import TrackedGrid
 from server.guard import RoundGuard
-from server.recorder import CHECKPOINT, RunRecorder
+from server.checkpoints import load_checkpoint, reconcile_metrics
+from server.recorder import RunRecorder
+from server.tracking import open_sinks
 from strategies.base import ServerEnv, derive_seed
 from strategies.registry import build_server_strategy
 
@@ -43,28 +45,37 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
     strategy.max_num_examples = int(cfg["failures"]["max_num_examples"])
     strategy.setup(env)
     arrays = strategy.initial_arrays(arrays)
-    recorder = RunRecorder(run_dir, env, device=pick_device(str(cfg.get("device", "auto"))), progress=progress)
+    recorder = RunRecorder(run_dir, env, device=pick_device(str(cfg.get("device", "auto"))),
+                           strategy=strategy, progress=progress)
 
     first_round = 1
-    checkpoint = run_dir / CHECKPOINT
-    if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+    state = load_checkpoint(run_dir)
+    if state is not None:
         arrays = ArrayRecord(state["model"])
         strategy.load_state_dict(state["strategy"])
         recorder.load_state(state["recorder"], last_round=int(state["round"]))
         first_round = int(state["round"]) + 1
-        log.warning("resuming %s after round %d", run_dir, state["round"])
+        log.info("resuming %s after round %d", run_dir, state["round"])
+    else:
+        for note in reconcile_metrics(run_dir, None):
+            log.warning("resume: %s", note)
+    recorder.sinks = open_sinks(cfg, run_dir, first_round=first_round)
 
     num_rounds = int(cfg["num_rounds"])
-    if first_round <= num_rounds:
-        tracked = TrackedGrid(grid)
-        check_federation_size(tracked, task.num_clients)
-        guard = RoundGuard(strategy, env=env, seed=seed, first_round=first_round,
-                           max_failure_fraction=float(cfg["failures"]["max_fraction"]),
-                           order_key=lambda node: tracked.partition_of.get(node, 1 << 62))
-        recorder.attach(guard, tracked, strategy)
-        guard.start(grid=tracked, initial_arrays=arrays, num_rounds=num_rounds - first_round + 1,
-                    timeout=float(cfg["engine"].get("timeout_s", 3600)), evaluate_fn=recorder.evaluate_fn)
+    try:
+        if first_round <= num_rounds:
+            tracked = TrackedGrid(grid)
+            check_federation_size(tracked, task.num_clients)
+            guard = RoundGuard(strategy, env=env, seed=seed, first_round=first_round,
+                               max_failure_fraction=float(cfg["failures"]["max_fraction"]),
+                               order_key=lambda node: tracked.partition_of.get(node, 1 << 62),
+                               partition_of=tracked.partition_of.get)
+            recorder.attach(guard, tracked, strategy)
+            guard.start(grid=tracked, initial_arrays=arrays, num_rounds=num_rounds - first_round + 1,
+                        timeout=float(cfg["engine"].get("timeout_s", 3600)), evaluate_fn=recorder.evaluate_fn)
+    except Exception as err:
+        recorder.fail(err)
+        raise
     return recorder.finish()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +23,24 @@ log = logging.getLogger("corolla")
 
 class TooManyFailures(RuntimeError):
     """More replies of a round failed than the run's `failures.max_fraction` allows."""
+
+    def __init__(self, message: str, *, details: str | None = None) -> None:
+        super().__init__(message)
+        self.details = details   # the first client's full error text (traceback), for run.log
+
+
+_EXCEPTION_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)): ?(.*)$")
+_WRAPPERS = ("ClientAppException", "RayTaskError", "ActorDiedError")
+
+
+def client_error(reason: str | None) -> str:
+    """`ValueError: message` out of a client's error text (Flower and Ray wrap it in their own)."""
+    found = None
+    for line in (reason or "").splitlines():
+        match = _EXCEPTION_LINE.match(line)
+        if match and not match.group(1).split(".")[-1].startswith(_WRAPPERS):
+            found = f"{match.group(1).split('.')[-1]}: {match.group(2).strip()}"
+    return found or first_line(reason or "")
 
 
 @dataclass
@@ -55,13 +74,15 @@ class RoundGuard(Strategy):
 
     def __init__(self, inner: Any, *, env: ServerEnv, seed: int, first_round: int = 1,
                  max_failure_fraction: float = 0.5,
-                 order_key: Callable[[int], int] | None = None) -> None:
+                 order_key: Callable[[int], int] | None = None,
+                 partition_of: Callable[[int], int | None] | None = None) -> None:
         self.inner = inner
         self.env = env
         self.seed = seed
         self.offset = first_round - 1
         self.max_failure_fraction = max_failure_fraction
         self.order_key = order_key or (lambda node: node)
+        self.partition_of = partition_of or (lambda node: None)
         self.rounds: dict[int, RoundStats] = {}
         self._sent_arrays: ArrayRecord | None = None
 
@@ -95,20 +116,23 @@ class RoundGuard(Strategy):
             if reply.has_error():
                 stats.errors += 1
                 first_error = first_error or reply.error.reason
-                log.warning("round %d: node %s failed: %s", rnd, node, first_line(reply.error.reason or ""))
+                log.warning("round %d: node %s (partition %s) failed: %s", rnd, node, self.partition_of(node),
+                            client_error(reply.error.reason))
+                log.debug("round %d: node %s failed; its full error:\n%s", rnd, node, reply.error.reason)
                 continue
             reason = self.inner.validate_train_reply(reply.content, self._sent_arrays)
             if reason:
                 stats.rejected += 1
                 first_error = first_error or f"node {node}: reply rejected: {reason}"
-                log.warning("round %d: rejected reply from node %s: %s", rnd, node, reason)
+                log.warning("round %d: rejected reply from node %s (partition %s): %s", rnd, node,
+                            self.partition_of(node), reason)
                 continue
             good.append(reply)
         if stats.sent and stats.failures / stats.sent > self.max_failure_fraction:
             raise TooManyFailures(
                 f"round {rnd}: {stats.failures} of {stats.sent} replies failed, more than "
-                f"failures.max_fraction={self.max_failure_fraction}. First client error:\n{first_error}"
-            )
+                f"failures.max_fraction={self.max_failure_fraction}; first client error: "
+                f"{client_error(first_error)}", details=first_error)
         if not good:
             log.warning("round %d: no usable replies; the global model stays as it was", rnd)
             return None, None

@@ -11,24 +11,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def write_plots(out: Path, history: list[dict[str, Any]], matrix: list[list[float]]) -> None:
-    """Write plots/*.png for a finished run."""
+def write_plots(out: Path, history: list[dict[str, Any]], matrix: list[list[float]], *, title: str = "") -> None:
+    """Write plots/*.png for a finished run; `title` names strategy, task and seed."""
     history = [r for r in history if r.get("accuracy") is not None and r.get("loss") is not None]
     if not history:
         return
     out.mkdir(parents=True, exist_ok=True)
     rounds = [r["round"] for r in history]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_acc.plot(rounds, [r["accuracy"] for r in history], marker="o", label="mean over seen tasks")
-    if "task_accuracy" in history[0]:
+    multi_task = "task_accuracy" in history[0]
+    ax_acc.plot(rounds, [r["accuracy"] for r in history], marker="o",
+                label="mean over seen tasks" if multi_task else "test accuracy")
+    if multi_task:
         num_tasks = max(len(r["task_accuracy"]) for r in history)
         for t in range(num_tasks):
             pts = [(r["round"], r["task_accuracy"][t]) for r in history if len(r["task_accuracy"]) > t]
             ax_acc.plot(*zip(*pts), linestyle="--", label=f"task {t}")
     ax_acc.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1), title="accuracy")
-    ax_acc.legend(fontsize="small")
+    if multi_task:  # one line needs no legend
+        ax_acc.legend(fontsize="small")
     ax_loss.plot(rounds, [r["loss"] for r in history], marker="o", color="tab:red")
     ax_loss.set(xlabel="round", ylabel="test loss", title="loss")
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out / "accuracy.png", dpi=100)
     plt.close(fig)
@@ -39,7 +44,8 @@ def write_plots(out: Path, history: list[dict[str, Any]], matrix: list[list[floa
             for i, v in enumerate(row):
                 if v == v:  # not NaN
                     ax.text(i, t, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
-        ax.set(xlabel="evaluated on task i", ylabel="after training task t", title="accuracy matrix A[t][i]")
+        ax.set(xlabel="evaluated on task i", ylabel="after training task t",
+               title=f"accuracy matrix A[t][i]\n{title}" if title else "accuracy matrix A[t][i]")
         fig.colorbar(im)
         fig.tight_layout()
         fig.savefig(out / "continual_matrix.png", dpi=100)

@@ -1,73 +1,89 @@
-"""RunRecorder: central evaluation each round, metrics.jsonl, checkpoints, summary.json and plots."""
+"""RunRecorder: central evaluation each round, metrics.jsonl, checkpoints, summary.json, plots, tracking."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 from flwr.app import ArrayRecord, MetricRecord
 
+from conf.errors import first_line
 from models.training import evaluate
-from server.continual import continual_metrics
+from server.checkpoints import LAST, reconcile_metrics, save_checkpoint
 from server.grid import TrackedGrid
 from server.guard import RoundGuard
+from server.summary import build_summary, process_start, write_summary
 from strategies.base import ServerEnv
 
 log = logging.getLogger("corolla")
 
-CHECKPOINT = "checkpoints/last.pt"
+CHECKPOINT = LAST
+
+
+class RoundSink(Protocol):
+    """Something that receives every round's record and the summary (TensorBoard, MLflow...)."""
+
+    def on_round(self, record: dict[str, Any]) -> None: ...
+
+    def close(self, summary: dict[str, Any]) -> None: ...
 
 
 class RunRecorder:
-    """Writes what a run produces (docs/architecture.md, "What a run writes"); its evaluate_fn goes to Flower."""
+    """Writes what a run produces (README, "What a run writes"); its evaluate_fn goes to Flower."""
 
-    def __init__(self, run_dir: Path, env: ServerEnv, *, device: torch.device,
+    def __init__(self, run_dir: Path, env: ServerEnv, *, device: torch.device, strategy: Any = None,
                  progress: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         self.run_dir = run_dir
         self.env = env
         self.cfg = env.cfg
         self.device = device
         self.progress = progress
+        self.strategy = strategy
         self.metrics_path = run_dir / "metrics.jsonl"
         self.matrix: list[list[float]] = []   # A[t][i]: accuracy on task i after training task t
         self.history: list[dict[str, Any]] = []
-        self.wall_s = 0.0
+        self.sinks: list[RoundSink] = []
         self.uplink_bytes = 0
         self.downlink_bytes = 0
         self.final_arrays: ArrayRecord | None = None
+        self.t0 = process_start()                 # this session's start (epoch seconds)
+        self.prior_wall_s = 0.0                   # earlier sessions, up to their last checkpoint
+        self.prior_startup_s = 0.0
+        self.startup_s: float | None = None       # this session's start-up, set when rounds begin
         self._mark = time.monotonic()
         self._bytes_mark = (0, 0)
         self.guard: RoundGuard | None = None
         self.grid: TrackedGrid | None = None
-        self.strategy: Any = None
 
     # ---- state for resume -------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"matrix": self.matrix, "wall_s": self.wall_s, "uplink_bytes": self.uplink_bytes,
-                "downlink_bytes": self.downlink_bytes}
+        return {"matrix": self.matrix, "wall_s": self._wall_s(), "startup_s": self._startup_s(),
+                "uplink_bytes": self.uplink_bytes, "downlink_bytes": self.downlink_bytes,
+                "history": self.history}
 
     def load_state(self, state: dict[str, Any], last_round: int) -> None:
         self.matrix = [list(row) for row in state["matrix"]]
-        self.wall_s = float(state["wall_s"])
+        self.prior_wall_s = float(state["wall_s"])
+        self.prior_startup_s = float(state.get("startup_s", 0.0))
         self.uplink_bytes = int(state["uplink_bytes"])
         self.downlink_bytes = int(state["downlink_bytes"])
-        # Drop records of rounds after the checkpoint (an interrupted run may have written them).
-        kept = [r for r in self._read_metrics() if r["round"] <= last_round]
-        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        self.history = kept
+        for note in reconcile_metrics(self.run_dir, {"round": last_round, "recorder": state}):
+            log.warning("resume: %s", note)
+        self.history = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
 
-    def _read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics_path.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+    def _wall_s(self) -> float:
+        return self.prior_wall_s + (time.time() - self.t0)
+
+    def _startup_s(self) -> float:
+        return self.prior_startup_s + (self.startup_s if self.startup_s is not None else time.time() - self.t0)
 
     def attach(self, guard: RoundGuard, grid: TrackedGrid, strategy: Any) -> None:
         self.guard, self.grid, self.strategy = guard, grid, strategy
+        self.startup_s = time.time() - self.t0
         self._mark = time.monotonic()
 
     # ---- Flower's evaluate_fn ---------------------------------------------------------
@@ -88,6 +104,26 @@ class RunRecorder:
                 evaluation["task_accuracy"] = accs
         else:
             evaluation = own
+        record = self._round_record(rnd, task_id)
+        record["accuracy"] = evaluation.pop("accuracy")
+        record["loss"] = evaluation.pop("loss")
+        record.update(evaluation)
+        stats = self.guard.rounds.get(rnd)
+        if stats:
+            record.update({k: v for k, v in stats.train_metrics.items() if k != "num-examples"})
+        record.update(self.strategy.round_metrics(rnd))
+        self._append(record)
+        self.final_arrays = arrays
+        every = int(self.cfg.get("checkpoint_every", 1))
+        if rnd % every == 0 or rnd == int(self.cfg["num_rounds"]):
+            self.checkpoint(rnd, arrays)
+        if self.progress:
+            self.progress(rnd, record)
+        return MetricRecord({k: float(record[k]) for k in ("accuracy", "loss") if record[k] is not None})
+
+    def _round_record(self, rnd: int, task_id: int) -> dict[str, Any]:
+        """The bookkeeping fields of round `rnd`'s record: replies, failures, bytes, time."""
+        assert self.guard is not None and self.grid is not None
         stats = self.guard.rounds.get(rnd)
         up = self.grid.uplink_bytes - self._bytes_mark[0]
         down = self.grid.downlink_bytes - self._bytes_mark[1]
@@ -95,14 +131,12 @@ class RunRecorder:
         self.uplink_bytes += up
         self.downlink_bytes += down
         now = time.monotonic()
-        wall = now - self._mark
-        self._mark = now
-        self.wall_s += wall
-        record: dict[str, Any] = {
+        wall, self._mark = now - self._mark, now
+        return {
             "round": rnd,
             "task": task_id,
-            "accuracy": evaluation.pop("accuracy"),
-            "loss": evaluation.pop("loss"),
+            "accuracy": None,
+            "loss": None,
             "num_replies": (stats.replies - stats.errors - stats.rejected) if stats else 0,
             "num_failures": stats.failures if stats else 0,
             "num_rejected": stats.rejected if stats else 0,
@@ -111,20 +145,13 @@ class RunRecorder:
             "wall_s": round(wall, 4),
             "server_s": round(stats.server_s, 6) if stats else 0.0,
         }
-        record.update(evaluation)
-        if stats:
-            record.update({k: v for k, v in stats.train_metrics.items() if k != "num-examples"})
-        record.update(self.strategy.round_metrics(rnd))
+
+    def _append(self, record: dict[str, Any]) -> None:
         self.history.append(record)
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-        self.final_arrays = arrays
-        every = int(self.cfg.get("checkpoint_every", 1))
-        if rnd % every == 0 or rnd == int(self.cfg["num_rounds"]):
-            self.checkpoint(rnd, arrays)
-        if self.progress:
-            self.progress(rnd, record)
-        return MetricRecord({k: float(record[k]) for k in ("accuracy", "loss") if record[k] is not None})
+        for sink in self.sinks:
+            sink.on_round(record)
 
     def _evaluate_tasks(self, arrays: ArrayRecord, upto: int) -> tuple[list[float], list[float]]:
         model = self.env.build_model()
@@ -142,38 +169,42 @@ class RunRecorder:
 
     # ---- checkpoints ------------------------------------------------------------------
     def checkpoint(self, rnd: int, arrays: ArrayRecord) -> None:
-        path = self.run_dir / CHECKPOINT
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"round": rnd, "model": arrays.to_torch_state_dict(),
                    "strategy": self.strategy.state_dict(), "recorder": self.state()}
-        tmp = path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+        save_checkpoint(self.run_dir, payload)
 
     # ---- the end ----------------------------------------------------------------------
-    def finish(self) -> dict[str, Any]:
-        last = self.history[-1] if self.history else {}
-        task = self.env.task
-        summary: dict[str, Any] = {
-            "strategy": self.cfg["strategy"]["name"],
-            "task": self.cfg["task"]["name"],
-            "model": self.cfg["model"]["name"],
-            "seed": self.cfg["seed"],
-            "num_clients": task.num_clients,
-            "rounds": last.get("round", 0),
-            "final": {"accuracy": last.get("accuracy"), "loss": last.get("loss"),
-                      "split": self.cfg["evaluate"].get("split", "test")},
-            "failures": {"total": sum(r["num_failures"] for r in self.history),
-                         "rejected": sum(r.get("num_rejected", 0) for r in self.history)},
-            "communication": {"uplink_bytes": self.uplink_bytes, "downlink_bytes": self.downlink_bytes},
-            "timing": {"wall_s": round(self.wall_s, 3)},
-        }
-        if self.matrix:
-            summary["continual"] = continual_metrics(self.matrix)
-        summary.update(self.strategy.summary_extra())
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    def fail(self, error: BaseException) -> dict[str, Any]:
+        """Record the round that failed (metrics.jsonl) and write summary.json with status failed."""
+        reason = f"{type(error).__name__}: {first_line(error)}"
+        if self.guard is not None and self.grid is not None and self.guard.rounds:
+            rnd = max(self.guard.rounds)
+            if not self.history or self.history[-1]["round"] < rnd:
+                record = self._round_record(rnd, self.env.task_of_round(rnd))
+                record.update({"status": "failed", "error": reason})
+                self._append(record)
+        return self.finish(status="failed", reason=reason)
+
+    def finish(self, *, status: str = "completed", reason: str | None = None) -> dict[str, Any]:
+        summary = build_summary(
+            self.cfg, self.history, status=status, reason=reason, num_clients=self.env.task.num_clients,
+            uplink_bytes=self.uplink_bytes, downlink_bytes=self.downlink_bytes,
+            startup_s=self._startup_s(), wall_s=self._wall_s(), matrix=self.matrix)
+        if self.strategy is not None:
+            summary.update(self.strategy.summary_extra())
+        write_summary(self.run_dir, summary)
+        for sink in self.sinks:
+            try:
+                sink.close(summary)
+            except Exception as err:  # tracking must not turn a finished run into a failed one
+                log.warning("tracking: %s failed to close: %s", type(sink).__name__, first_line(err))
         if self.cfg.get("plots", True):
             from server.plots import write_plots
 
-            write_plots(self.run_dir / "plots", self.history, self.matrix)
+            write_plots(self.run_dir / "plots", self.history, self.matrix, title=plot_title(self.cfg))
         return summary
+
+
+def plot_title(cfg: dict[str, Any]) -> str:
+    """`fedavg on digits (mlp), seed 0`: what a plot shows."""
+    return f"{cfg['strategy']['name']} on {cfg['task']['name']} ({cfg['model']['name']}), seed {cfg['seed']}"

@@ -1,4 +1,4 @@
-"""The `corolla` command: run, strategies, bench, certs, deploy."""
+"""The `corolla` command: run, runs, strategies, bench, certs, deploy."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ USAGE = """usage: corolla <command> [args]
 commands:
   run [hydra overrides]        run an experiment, e.g. corolla run strategy=fedprox task=digits
                                (--multirun strategy=fedavg,fedprox seed=0,1,2 sweeps)
+  runs ls [DIR]                list run directories (default: runs/)
+  runs compare DIR...|GLOB     group runs by differing settings: mean ± std over seeds, curves PNG
   strategies                   list built-in and plugin strategies
   bench <name> [--quick] [--out DIR]
                                run a side-by-side benchmark (corolla bench --list)
@@ -27,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         from simulation.run import main as run_main
 
         return run_main(rest)
+    if command == "runs":
+        from simulation.runs import main as runs_main
+
+        return runs_main(rest)
     if command == "strategies":
         from strategies.registry import available_strategies, get_strategy
 
