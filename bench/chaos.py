@@ -28,8 +28,10 @@ from server.checkpoints import FAULT_PAUSE_ENV, LAST
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "simulation.cli", "run"]
 MOMENTS = ("startup", "round", "checkpoint")
+# The in-process engine when corolla has one (no Ray start-up per resume), else Ray.
+ENGINE = "inline" if (REPO / "conf" / "engine" / "inline.yaml").exists() else "ray"
 TINY = ["task=digits", "model=mlp", "task.num_clients=4", "strategy.fraction_train=0.5", "progress=false",
-        "plots=false"]
+        "plots=false", f"engine={ENGINE}"]
 
 
 def env(*, pause_checkpoint: float = 0.0) -> dict[str, str]:
@@ -152,7 +154,7 @@ def run(quick: bool = False) -> BenchReport:
     report = BenchReport(bench="chaos", quick=quick,
                          setting={"kills_per_strategy": kills_per_strategy, "num_rounds": num_rounds,
                                   "kills_per_chain": per_chain, "moments": list(MOMENTS),
-                                  "run": " ".join(TINY), "engine": "ray", "signal": "SIGKILL (process group)"})
+                                  "run": " ".join(TINY), "engine": ENGINE, "signal": "SIGKILL (process group)"})
     work = Path(tempfile.mkdtemp(prefix="corolla-chaos-"))
     try:
         for strategy in ("fedavg", "fot"):

@@ -4,33 +4,43 @@
 # dependencies per run and pull CUDA torch).
 #   scripts/flwr-local.sh [hydra overrides...]      e.g. scripts/flwr-local.sh task=digits model=mlp
 #   scripts/flwr-local.sh --stop                     stops the SuperLink this script started
+# Flower's state (config.toml, the SuperLink's database and log) lives in $FLWR_HOME, by default
+# outside the checkout: ${XDG_STATE_HOME:-~/.local/state}/corolla/flwr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export FLWR_HOME=${FLWR_HOME:-$PWD/.flwr}
+export FLWR_HOME=${FLWR_HOME:-${XDG_STATE_HOME:-$HOME/.local/state}/corolla/flwr}
 BIN=$PWD/.venv/bin
 export PATH="$BIN:$PATH"   # the SuperLink starts flower-superexec, flwr-simulation by name
 RUNTIME=$FLWR_HOME/local-superlink
 PIDFILE=$RUNTIME/superlink.pid
-mkdir -p "$RUNTIME"
 
 if [ "${1:-}" = "--stop" ]; then  # the SuperLink and what it started (SuperExec, simulations)
-  [ -f "$PIDFILE" ] && "$BIN/python" - "$(cat "$PIDFILE")" <<'PY'
+  if [ -f "$PIDFILE" ]; then
+    "$BIN/python" - "$(cat "$PIDFILE")" <<'PY'
 import sys, psutil
 try:
     root = psutil.Process(int(sys.argv[1]))
-except psutil.NoSuchProcess:
+    procs = [root, *root.children(recursive=True)]
+except psutil.NoSuchProcess:  # already gone
     sys.exit(0)
-procs = [root, *root.children(recursive=True)]
 for p in procs:
-    p.terminate()
+    try:
+        p.terminate()
+    except psutil.NoSuchProcess:  # children exit with their parent
+        pass
 _, alive = psutil.wait_procs(procs, timeout=10)
 for p in alive:
-    p.kill()
+    try:
+        p.kill()
+    except psutil.NoSuchProcess:
+        pass
 print("stopped", len(procs), "processes")
 PY
-  rm -f "$PIDFILE"
+  fi
+  rm -rf "$RUNTIME"   # pid file, database and log of the stopped SuperLink
   exit 0
 fi
+mkdir -p "$RUNTIME"
 
 # Flower's `:local:` connection uses a SuperLink already listening on these ports instead of
 # starting its own; these are the flags Flower uses, plus the one it lacks.
