@@ -39,7 +39,8 @@ def client_error(reason: str | None) -> str:
     for line in (reason or "").splitlines():
         match = _EXCEPTION_LINE.match(line)
         if match and not match.group(1).split(".")[-1].startswith(_WRAPPERS):
-            found = f"{match.group(1).split('.')[-1]}: {match.group(2).strip()}"
+            message = match.group(2).strip().removesuffix("'>")  # Flower's `<class ...>:<'...'>` wrapper
+            found = f"{match.group(1).split('.')[-1]}: {message}"
     return found or first_line(reason or "")
 
 

@@ -13,10 +13,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def write_plots(out: Path, history: list[dict[str, Any]], matrix: list[list[float]], *, title: str = "") -> None:
     """Write plots/*.png for a finished run; `title` names strategy, task and seed."""
-    history = [r for r in history if r.get("accuracy") is not None and r.get("loss") is not None]
-    if not history:
+    fig = accuracy_figure(history, title=title)
+    if fig is None:
         return
     out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "accuracy.png", dpi=100)
+    plt.close(fig)
+    if matrix:
+        fig = matrix_figure(matrix, title=title)
+        fig.savefig(out / "continual_matrix.png", dpi=100)
+        plt.close(fig)
+
+
+def accuracy_figure(history: list[dict[str, Any]], *, title: str = "") -> Any:
+    """Accuracy (with one line per task for continual runs) and loss per round; None without rounds."""
+    history = [r for r in history if r.get("accuracy") is not None and r.get("loss") is not None]
+    if not history:
+        return None
     rounds = [r["round"] for r in history]
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(10, 4))
     multi_task = "task_accuracy" in history[0]
@@ -35,18 +48,19 @@ def write_plots(out: Path, history: list[dict[str, Any]], matrix: list[list[floa
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=100)
-    plt.close(fig)
-    if matrix:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
-        for t, row in enumerate(matrix):
-            for i, v in enumerate(row):
-                if v == v:  # not NaN
-                    ax.text(i, t, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
-        ax.set(xlabel="evaluated on task i", ylabel="after training task t",
-               title=f"accuracy matrix A[t][i]\n{title}" if title else "accuracy matrix A[t][i]")
-        fig.colorbar(im)
-        fig.tight_layout()
-        fig.savefig(out / "continual_matrix.png", dpi=100)
-        plt.close(fig)
+    return fig
+
+
+def matrix_figure(matrix: list[list[float]], *, title: str = "") -> Any:
+    """The continual accuracy matrix A[t][i] as a heat map."""
+    fig, ax = plt.subplots(figsize=(5, 4))
+    im = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+    for t, row in enumerate(matrix):
+        for i, v in enumerate(row):
+            if v == v:  # not NaN
+                ax.text(i, t, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+    ax.set(xlabel="evaluated on task i", ylabel="after training task t",
+           title=f"accuracy matrix A[t][i]\n{title}" if title else "accuracy matrix A[t][i]")
+    fig.colorbar(im)
+    fig.tight_layout()
+    return fig

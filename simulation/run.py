@@ -24,7 +24,16 @@ from simulation.resume import ResumePlan, complete_message, inspect_run, resumed
 log = logging.getLogger("corolla")
 runlog = logging.getLogger("corolla.runlog")   # run.log only: full tracebacks stay off the console
 
-_PROCESS_T0 = time.time()
+def _process_start() -> float:
+    try:
+        import psutil
+
+        return float(psutil.Process(os.getpid()).create_time())
+    except Exception:  # pragma: no cover - psutil is a dependency; keep timing best-effort
+        return time.time()
+
+
+_PROCESS_T0 = _process_start()    # timing.startup_s counts interpreter start and imports too
 _JOBS: list[Path] = []           # run directories of this process's jobs (a --multirun sweep)
 _CHECKED = {"done": False}       # the command line passed preflight: its notes are printed already
 
@@ -188,7 +197,8 @@ class _ConsoleFilter(logging.Filter):
             return False
         # Flower logs each failed ClientApp (and a failed ServerApp) with its traceback; corolla
         # prints one line per failed client and the run's reason instead.
-        return not (record.levelno >= logging.ERROR and record.pathname.endswith(("vce_api.py", "run_simulation.py")))
+        path = record.pathname.replace(os.sep, "/")
+        return not (record.levelno >= logging.ERROR and ("/fleet/vce/" in path or "/flwr/simulation/" in path))
 
 
 def main(argv: list[str]) -> int:
@@ -202,7 +212,9 @@ def main(argv: list[str]) -> int:
         return stop
     signal.signal(signal.SIGTERM, _interrupt)
     task = hydra.main(config_path=str(CONF_DIR), config_name="config", version_base=None)(run_job)
-    sys.argv = ["corolla run", *argv, *search_path_overrides(argv)]
+    # A resumed run keeps its own record: Hydra must not write the default-composed .hydra/ over it.
+    keep = ["hydra.output_subdir=null"] if any(a.startswith("resume=") for a in argv) else []
+    sys.argv = ["corolla run", *argv, *search_path_overrides(argv), *keep]
     try:
         task()
     except SystemExit as exit_:  # Hydra reports a failed job by sys.exit(1)
