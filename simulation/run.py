@@ -124,7 +124,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     _setup_logs(run_dir, verbose=verbose)
     try:
         simulate(resolved, run_dir, verbose=verbose)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as err:
+        if isinstance(err, SystemExit) and err.code != signal.SIGTERM:  # Ray's SIGTERM handler exits 15
+            raise
         _record_end(run_dir, resolved, t0, status="interrupted", reason="interrupted (SIGINT or SIGTERM)")
         print(f"corolla run: interrupted; continue with: corolla run resume={run_dir}", file=sys.stderr)
         print(f"run dir: {run_dir.resolve()}", flush=True)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from tests.simrun import CLI, FAST, REPO, corolla_env, read_metrics, run_corolla, run_dir_of
 
@@ -50,8 +51,12 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
     checkpoint = torch.load(interrupted / "checkpoints" / "last.pt", weights_only=False)
     assert 1 <= checkpoint["round"] < ROUNDS, "the kill came after the run finished"
 
-    resumed = run_dir_of(run_corolla(["run", f"resume={interrupted}", f"num_rounds={ROUNDS}"]))
+    # As the README says: resume=<dir> and nothing else (the default num_rounds=20 must not apply).
+    result = run_corolla(["run", f"resume={interrupted}"])
+    resumed = run_dir_of(result)
     assert resumed == interrupted.resolve()
+    assert f"continuing after round {checkpoint['round']} of {ROUNDS}" in result.stderr
+    assert yaml.safe_load((resumed / "config.yaml").read_text())["num_rounds"] == ROUNDS
     rounds = [r["round"] for r in read_metrics(resumed)]
     assert rounds == list(range(1, ROUNDS + 1)), rounds  # no round lost or repeated in the record
 
@@ -60,4 +65,4 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path: Path) -> None:
     for key in expected:
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0, msg=f"{key} differs after resume")
     summary = json.loads((resumed / "summary.json").read_text())
-    assert summary["rounds"] == ROUNDS
+    assert summary["rounds"] == ROUNDS and summary["status"] == "completed"

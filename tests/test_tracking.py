@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conf.compose import compose
 from server.tracking import MlflowSink, TensorBoardSink
-from tests.simrun import FAST, read_metrics, run_corolla, run_dir_of
+from tests.simrun import FAST, read_metrics, read_summary, run_corolla, run_dir_of
 
 
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
@@ -59,9 +60,15 @@ def test_mlflow_sink_reuses_its_run_on_resume(tmp_path: Path) -> None:
 def test_a_run_writes_tensorboard_events_and_mlflow_records(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
+    started = time.monotonic()
     result = run_corolla(["run", *FAST, "num_rounds=2", "tracking.mlflow=true", f"out_dir={tmp_path}/runs"])
+    elapsed = time.monotonic() - started
     run_dir = run_dir_of(result)
     metrics = read_metrics(run_dir)
+    timing = read_summary(run_dir)["timing"]   # start-up is part of the wall time
+    assert 0 < timing["startup_s"] < timing["wall_s"] <= elapsed
+    assert timing["wall_s"] >= timing["startup_s"] + 0.9 * sum(r["wall_s"] for r in metrics)
+    assert timing["wall_s"] > 0.5 * elapsed
     logged = scalars(run_dir, "test/accuracy")
     assert [s for s, _ in logged] == [1, 2]
     assert logged[-1][1] == pytest.approx(metrics[-1]["accuracy"], rel=1e-6)
