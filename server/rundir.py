@@ -64,6 +64,11 @@ def load_run_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"resume={path}: no such directory; pass the run directory that "
                           f"`corolla run` printed (run dir: ...)", key="resume")
     if not config_file.exists():
+        overrides = path / ".hydra" / "overrides.yaml"
+        if overrides.exists():  # made by `corolla run`, killed before it wrote config.yaml
+            args = " ".join(str(o) for o in (yaml.safe_load(overrides.read_text()) or []))
+            raise ConfigError(f"resume={path}: the run stopped before it wrote config.yaml (before round 1); "
+                              f"start it again: corolla run {args}", key="resume")
         raise ConfigError(f"resume={path}: no config.yaml there; is it a corolla run directory? "
                           f"(run directories are listed by `corolla runs ls`)", key="resume")
     cfg = yaml.safe_load(config_file.read_text())

@@ -108,3 +108,12 @@ def test_resuming_a_finished_run_says_so_and_exits_0(tmp_path: Path) -> None:
     refused = run_corolla(["run", f"resume={run_dir}", "seed=1"], timeout=120, check=False)
     assert refused.returncode == 2 and "seed=1: a resumed run keeps" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_run_killed_before_config_yaml_says_how_to_start_it_again(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["task=digits", "num_rounds=8"]))
+    with pytest.raises(ConfigError, match="stopped before it wrote config.yaml") as err:
+        plan(run_dir)
+    assert "corolla run task=digits num_rounds=8" in str(err.value)
