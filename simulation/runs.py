@@ -28,12 +28,23 @@ def find_runs(paths: list[str]) -> list[Path]:
     for arg in paths:
         matches = sorted(glob.glob(arg)) if any(c in arg for c in "*?[") else [arg]
         for match in map(Path, matches):
-            if (match / "config.yaml").is_file():
+            if is_run_dir(match):
                 found.append(match)
             elif match.is_dir():
-                found += sorted(p.parent for p in match.rglob("config.yaml") if p.parent.name != ".hydra")
+                found += sorted(p.parent for p in match.rglob("config.yaml") if is_run_dir(p.parent))
     seen: set[Path] = set()
     return [p for p in found if not (p.resolve() in seen or seen.add(p.resolve()))]  # type: ignore[func-returns-value]
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory `corolla run` made: a resolved config.yaml (not conf/'s own, nor Hydra's copy)."""
+    if path.name == ".hydra" or not (path / "config.yaml").is_file():
+        return False
+    try:
+        cfg = yaml.safe_load((path / "config.yaml").read_text())
+    except yaml.YAMLError:
+        return False
+    return isinstance(cfg, dict) and isinstance(cfg.get("strategy"), dict) and "num_rounds" in cfg
 
 
 def run_info(run_dir: Path) -> dict[str, Any]:
