@@ -26,7 +26,7 @@ def process_start() -> float:
 def build_summary(cfg: dict[str, Any], history: list[dict[str, Any]], *, status: str, reason: str | None,
                   num_clients: int, uplink_bytes: int, downlink_bytes: int, startup_s: float,
                   wall_s: float, matrix: list[list[float]] | None = None) -> dict[str, Any]:
-    """The summary.json contents (DESIGN's run outputs) of a run with these round records."""
+    """The summary.json contents (docs/architecture.md, run outputs) of a run with these round records."""
     assert status in STATUSES, status
     done = [r for r in history if r.get("status", "completed") == "completed"]
     last = done[-1] if done else {}

@@ -33,7 +33,7 @@ def test_both_doors_give_the_same_config(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["num_rounds=0"], "num_rounds=0 must be >= 1"),
+        (["num_rounds=0"], "num_rounds=0 is out of range: it must lie in [1, inf]"),
         (["failures.max_fraction=1.5"], "failures.max_fraction"),
         (["train.lr=0"], "train.lr"),
         (["device=tpu"], "device='tpu'"),

@@ -15,7 +15,7 @@ from tests.simrun import run_corolla
     (["out_dir=/proc/x"], "out_dir=/proc/x: run directories cannot be made there"),
     (["+num_round=3"], "num_round is not a corolla setting (did you mean num_rounds?)"),
     (["num_round=3"], "num_round is not a setting of corolla's config (did you mean num_rounds?)"),
-    (["+strategy.foo=1"], "strategy.foo is not a parameter of FedAvgServer"),
+    (["+strategy.foo=1"], "strategy.foo is not a setting of FedAvgConfig"),
     (["+train.foo=1"], "train.foo is not a setting of TrainSection"),
     (["failures.max_fraction=2"], "failures.max_fraction=2.0 is out of range"),
     (["progress=maybe"], "progress: expected true or false, got 'maybe'"),

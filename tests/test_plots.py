@@ -6,7 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from client.runconfig import compose
+from conf.compose import compose
 from server.plots import accuracy_figure, write_plots
 from server.recorder import plot_title
 
