@@ -159,8 +159,10 @@ def _record_end(run_dir: Path, cfg: dict[str, Any], t0: float, *, status: str, r
     write_summary(run_dir, summary)
 
 
-def _setup_logs(run_dir: Path, *, verbose: bool) -> None:
+def _setup_logs(run_dir: Path | None, *, verbose: bool) -> None:
     """Console: warnings, one line per failed client and a progress bar; run.log: everything, tracebacks too."""
+    import flwr.common.logger  # noqa: F401  (Flower's console handler exists from its import on)
+
     level = logging.INFO if verbose else logging.WARNING
     flwr_logger = logging.getLogger("flwr")
     flwr_logger.setLevel(level)
@@ -169,8 +171,15 @@ def _setup_logs(run_dir: Path, *, verbose: bool) -> None:
         if getattr(handler, "_corolla_run_log", False):
             flwr_logger.removeHandler(handler)
             handler.close()
-        elif not any(isinstance(f, _ConsoleFilter) for f in handler.filters):
+            continue
+        filters = [f for f in handler.filters if isinstance(f, _ConsoleFilter)]
+        if filters:
+            filters[0].verbose = verbose
+        else:
             handler.addFilter(_ConsoleFilter(verbose=verbose))
+    logging.getLogger("corolla").setLevel(logging.INFO if verbose else logging.WARNING)
+    if run_dir is None:
+        return
     file_handler = logging.FileHandler(run_dir / "run.log")
     file_handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
     file_handler._corolla_run_log = True  # type: ignore[attr-defined]
@@ -209,6 +218,7 @@ def main(argv: list[str]) -> int:
 
     if not OmegaConf.has_resolver("corolla_run_dir"):
         OmegaConf.register_new_resolver("corolla_run_dir", _run_dir_resolver)
+    _setup_logs(None, verbose=any(a in ("verbose=true", "verbose=True") for a in argv))  # before the checks
     stop = preflight(argv)
     if stop is not None:
         return stop

@@ -57,8 +57,10 @@ def test_mlflow_sink_reuses_its_run_on_resume(tmp_path: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
-def test_a_run_writes_tensorboard_events_and_mlflow_records(tmp_path: Path) -> None:
+def test_a_run_writes_tensorboard_events_and_mlflow_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")   # MLflow 3 reads its file store only with this
 
     started = time.monotonic()
     result = run_corolla(["run", *FAST, "num_rounds=2", "tracking.mlflow=true", f"out_dir={tmp_path}/runs"])
