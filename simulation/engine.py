@@ -1,4 +1,4 @@
-"""Starts Flower's simulation engine (Ray backend) for one resolved config, on loopback or a cluster."""
+"""Starts the configured engine for one resolved config: Flower's Ray backend (loopback or a cluster) or inline."""
 
 from __future__ import annotations
 
@@ -32,6 +32,16 @@ def backend_config(engine: dict[str, Any]) -> dict[str, Any]:
 
 
 def simulate(cfg: dict[str, Any], run_dir: Path, *, verbose: bool = False) -> None:
+    """Run the experiment in `cfg` on its engine (engine.name); raises if the ServerApp failed."""
+    if cfg["engine"]["name"] == "inline":
+        from simulation.inline import simulate_inline
+
+        simulate_inline(cfg, run_dir, verbose=verbose)
+        return
+    simulate_ray(cfg, run_dir, verbose=verbose)
+
+
+def simulate_ray(cfg: dict[str, Any], run_dir: Path, *, verbose: bool = False) -> None:
     """Run the experiment in `cfg` through Flower's simulation engine; raises if the ServerApp failed."""
     from flwr.app import Context, RecordDict
     from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
