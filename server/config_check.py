@@ -41,9 +41,9 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"device={cfg['device']!r} is not one of {', '.join(DEVICES)}")
     if cfg["engine"].get("name") not in ENGINES:
         raise ConfigError(f"engine={cfg['engine'].get('name')!r} is unknown; valid choices: {', '.join(ENGINES)}")
-    threads = cfg["engine"].get("threads")
+    threads = cfg["engine"].get("client_threads")
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
-        raise ConfigError(f"engine.threads={threads!r} must be an integer >= 1, or null for torch's default")
+        raise ConfigError(f"engine.client_threads={threads!r} must be an integer >= 1, or null for the process's own")
     continual = cfg["task"].get("continual")
     if continual:
         tasks = int(continual["num_tasks"])

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ class InlineGrid(Grid):
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path) -> None:
         run_config = to_run_config(cfg, run_dir)
+        threads = cfg["engine"].get("client_threads")
+        self.client_threads = int(threads) if threads else None
         n = int(cfg["task"]["num_clients"])
         self.contexts = {
             FIRST_NODE_ID + i: Context(run_id=1, node_id=FIRST_NODE_ID + i,
@@ -67,19 +70,40 @@ class InlineGrid(Grid):
         reply.metadata.__dict__["_message_id"] = str(uuid.uuid4())
         return reply
 
+    @contextmanager
+    def _client_threads(self) -> Iterator[None]:
+        """Clients compute with `client_threads` torch threads, the server with the process's own.
+
+        As under Ray (an actor with num_cpus=1 has one thread, the driver torch's default), so both
+        engines reduce in the same order. Switched once per batch: a switch costs milliseconds.
+        """
+        import torch
+
+        before = torch.get_num_threads()
+        if self.client_threads is None or self.client_threads == before:
+            yield
+            return
+        torch.set_num_threads(self.client_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         ids = []
-        for message in messages:
-            reply = self._deliver(message)  # gives the message its id
-            self._replies[message.metadata.message_id] = reply
-            ids.append(message.metadata.message_id)
+        with self._client_threads():
+            for message in messages:
+                reply = self._deliver(message)  # gives the message its id
+                self._replies[message.metadata.message_id] = reply
+                ids.append(message.metadata.message_id)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return [self._deliver(m) for m in messages]
+        with self._client_threads():
+            return [self._deliver(m) for m in messages]
 
 
 def _server_context(cfg: dict[str, Any], run_dir: Path) -> Context:
@@ -91,19 +115,11 @@ def _server_context(cfg: dict[str, Any], run_dir: Path) -> Context:
 
 def simulate_inline(cfg: dict[str, Any], run_dir: Path, *, verbose: bool = False) -> None:
     """Run the experiment in `cfg` through corolla's ServerApp on an InlineGrid; raises if it fails."""
-    import torch
-
     from server.app import app as server_app
 
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
-    threads, before = cfg["engine"].get("threads"), torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        server_app(InlineGrid(cfg, run_dir), _server_context(cfg, run_dir))
-    finally:
-        torch.set_num_threads(before)
+    server_app(InlineGrid(cfg, run_dir), _server_context(cfg, run_dir))
 
 
 def run_inline(overrides: list[str], run_dir: Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]], Path]:
