@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 from conf.compose import to_run_config
 
+log = logging.getLogger("corolla")
 APP_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -31,14 +33,48 @@ def backend_config(engine: dict[str, Any]) -> dict[str, Any]:
     return {"client_resources": resources, "init_args": init_args}
 
 
-def simulate(cfg: dict[str, Any], run_dir: Path, *, verbose: bool = False) -> None:
-    """Run the experiment in `cfg` on its engine (engine.name); raises if the ServerApp failed."""
+def simulate(cfg: dict[str, Any], run_dir: Path, *, verbose: bool = False, keep_ray: bool = False) -> None:
+    """Run the experiment in `cfg` on its engine (engine.name); raises if the ServerApp failed.
+
+    keep_ray: leave Ray running after the run for the next one (the jobs of one --multirun).
+    """
     if cfg["engine"]["name"] == "inline":
         from simulation.inline import simulate_inline
 
         simulate_inline(cfg, run_dir, verbose=verbose)
         return
+    if keep_ray:
+        ray_kept_for(backend_config(cfg["engine"])["init_args"])
     simulate_ray(cfg, run_dir, verbose=verbose)
+
+
+_KEPT: dict[str, Any] = {}
+
+
+def ray_kept_for(init_args: dict[str, Any]) -> None:
+    """Keep one Ray instance between runs of this process; shut it down at exit.
+
+    Flower's RayBackend shuts Ray down after every run, and the next run pays its start-up again.
+    Here it ends only the run's actors; Ray stays up for the next run with the same ray.init
+    arguments (other arguments get a fresh instance) and stops when the process exits.
+    """
+    import atexit
+
+    import ray
+    from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
+
+    if not _KEPT:
+        def terminate(self: RayBackend) -> None:
+            if self.pool:
+                self.pool.terminate_all_actors()
+
+        RayBackend.terminate = terminate  # type: ignore[method-assign]
+        atexit.register(ray.shutdown)
+    elif _KEPT.get("init_args") != init_args and ray.is_initialized():
+        ray.shutdown()
+    elif ray.is_initialized():
+        log.info("ray: reusing the instance the previous job started")
+    _KEPT["init_args"] = init_args
 
 
 def simulate_ray(cfg: dict[str, Any], run_dir: Path, *, verbose: bool = False) -> None:

@@ -97,6 +97,7 @@ def preflight(argv: list[str]) -> int | None:
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """One Hydra job: the body of `corolla run` (also each job of --multirun)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from simulation.engine import simulate
     from simulation.report import print_summary
@@ -122,8 +123,10 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         write_config(run_dir, resolved)
     verbose = bool(resolved.get("verbose", False))
     _setup_logs(run_dir, verbose=verbose)
+    # A sweep's jobs run one after another in this process: they share one Ray instance.
+    in_process_sweep = hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.launcher._target_.endswith(".BasicLauncher")
     try:
-        simulate(resolved, run_dir, verbose=verbose)
+        simulate(resolved, run_dir, verbose=verbose, keep_ray=in_process_sweep)
     except (KeyboardInterrupt, SystemExit) as err:
         if isinstance(err, SystemExit) and err.code != signal.SIGTERM:  # Ray's SIGTERM handler exits 15
             raise

@@ -108,3 +108,12 @@ def test_engine_client_threads_is_checked_before_the_run(tmp_path: Path) -> None
     assert result.returncode != 0
     assert "engine.client_threads=0 must be an integer >= 1" in result.stdout + result.stderr
     assert not list(tmp_path.rglob("metrics.jsonl"))
+
+
+def test_inline_sweep_runs_jobs_in_parallel_processes_with_joblib(tmp_path: Path) -> None:
+    result = run_corolla(["run", "--multirun", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "engine=inline",
+                          *FAST, "num_rounds=1", "seed=0,1", f"out_dir={tmp_path}/runs"])
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    run_dirs = sorted(Path(line.removeprefix("run dir: ")) for line in result.stdout.splitlines()
+                      if line.startswith("run dir: "))
+    assert [read_summary(d)["seed"] for d in run_dirs] == [0, 1]

@@ -42,9 +42,11 @@ def test_digits_simulation_writes_the_contract(tmp_path: Path) -> None:
     assert "final accuracy" in result.stdout
 
 
-def test_multirun_writes_one_run_dir_per_job(tmp_path: Path) -> None:
-    result = run_corolla(["run", "--multirun", "strategy=fedavg,fedprox", *FAST, "num_rounds=1",
+def test_multirun_writes_one_run_dir_per_job_and_starts_ray_once(tmp_path: Path) -> None:
+    result = run_corolla(["run", "--multirun", "strategy=fedavg,fedprox", *FAST, "num_rounds=1", "verbose=true",
                           f"out_dir={tmp_path}/runs"], timeout=400)
+    # the second job runs on the Ray instance the first one started
+    assert (result.stdout + result.stderr).count("ray: reusing the instance the previous job started") == 1
     run_dirs = [Path(line.removeprefix("run dir: ")) for line in result.stdout.splitlines() if line.startswith("run dir: ")]
     assert len(run_dirs) == 2
     strategies = {read_summary(d)["strategy"] for d in run_dirs}
