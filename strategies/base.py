@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -91,6 +92,9 @@ class CorollaStrategy:
         return {}
 
 
+_REUSED_MODEL: dict[str, Any] = {}  # model_to_overwrite's one model of this process
+
+
 class ClientEnv:
     """What a client half may use: config, partition, data, model factory, device and state."""
 
@@ -141,6 +145,23 @@ class ClientEnv:
 
         task = self.task
         return build_model(self.cfg["model"], task.input_shape, task.num_classes)
+
+    def model_to_overwrite(self) -> "torch.nn.Module":
+        """This process's one model of the run's architecture, for callers that load all its weights.
+
+        Building a model per message costs several times loading its weights, so a client half
+        that overwrites every weight (WeightsClient.load_global) reuses one per process; its
+        gradients are cleared here. A process runs one client half at a time (a Ray actor, or
+        engine=inline), so no two messages share it at once.
+        """
+        task = self.task
+        key = json.dumps([self.cfg["model"], list(task.input_shape), task.num_classes], sort_keys=True, default=str)
+        model = _REUSED_MODEL.get(key)
+        if model is None:
+            _REUSED_MODEL.clear()
+            model = _REUSED_MODEL[key] = self.build_model()
+        model.zero_grad(set_to_none=True)
+        return model
 
     def class_mask(self, task_id: int) -> list[int] | None:
         """Allowed output classes: the task's own in task-incremental learning, else all."""

@@ -74,7 +74,7 @@ class WeightsClient(ClientHalf):
         return None
 
     def load_global(self, message: Message) -> torch.nn.Module:
-        model = self.env.build_model()
+        model = self.env.model_to_overwrite()
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
         return model
 

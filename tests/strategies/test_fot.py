@@ -75,6 +75,9 @@ class FakeClientEnv:
     def build_model(self) -> nn.Module:
         return build_model(self.model_cfg, self.input_shape, 3)
 
+    def model_to_overwrite(self) -> nn.Module:
+        return self.build_model()
+
     def seed_for(self, server_round: int, purpose: str = "train") -> int:
         return derive_seed(0, server_round, self.partition_id, purpose)
 
