@@ -50,6 +50,8 @@ def test_inline_gives_the_same_final_model_as_ray(strategy: str, tmp_path: Path)
     assert [r["accuracy"] for r in inline_records] == [r["accuracy"] for r in ray_records]
     assert [r["uplink_bytes"] for r in inline_records] == [r["uplink_bytes"] for r in ray_records]
     assert read_summary(inline)["rounds"] == 2
+    for run_dir in (ray, inline):  # engine start to round 1, counted by both engines
+        assert read_summary(run_dir)["timing"]["startup_s"] > 0
 
 
 def test_inline_counts_failed_and_rejected_clients_and_goes_on(tmp_path: Path) -> None:
