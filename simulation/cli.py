@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 USAGE = """usage: corolla <command> [args]
@@ -17,6 +18,11 @@ commands:
   certs <dir> [...]            make a CA, SuperLink certificate and SuperNode keys
   deploy superlink|supernode   start Flower's deployment processes with TLS and node auth
 """
+
+
+# Commands of the packages above the engine, by "module:function" (as bench/cli.py names its
+# benches): `corolla` dispatches to bench/ and deploy/, which themselves run simulation/'s engines.
+SUBCOMMANDS = {"bench": "bench.cli:main", "certs": "deploy.certs:main", "deploy": "deploy.launch:main"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,18 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                 description = f"(fails to load: {ex})"
             print(f"{name:<12} {origin:<40} {description}")
         return 0
-    if command == "bench":
-        from bench.cli import main as bench_main
-
-        return bench_main(rest)
-    if command == "certs":
-        from deploy.certs import main as certs_main
-
-        return certs_main(rest)
-    if command == "deploy":
-        from deploy.launch import main as deploy_main
-
-        return deploy_main(rest)
+    if command in SUBCOMMANDS:
+        module, _, func = SUBCOMMANDS[command].partition(":")
+        return int(getattr(importlib.import_module(module), func)(rest))
     print(f"corolla: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
