@@ -1,5 +1,6 @@
 """corolla's offline data: dataset catalogue, partitioners, continual streams and domains."""
 
+from data.adapters.arrays import DatasetArrays
 from data.bundle import Split, TaskBundle
 from data.config import TASK_NAMES
 from data.errors import ConfigError, DatasetNotInstalled
@@ -10,6 +11,7 @@ import data.encoders  # noqa: E402,F401  (registers the built-in frozen encoders
 __all__ = [
     "TASK_NAMES",
     "ConfigError",
+    "DatasetArrays",
     "DatasetNotInstalled",
     "Split",
     "TaskBundle",

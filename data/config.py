@@ -1,14 +1,20 @@
-"""Task configs: the catalogue of named tasks, their defaults, and validation into TaskConfig."""
+"""Task configs: the named tasks of conf/task/*.yaml (their one source of defaults) into TaskConfig."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from data.captioned_config import CAPTIONED, CAPTIONED_DEFAULTS, CaptionedConfig, parse_captioned_config
+import yaml
+
+import conf
+from conf.errors import ConfigError
+from data.adapters.config import ADAPTERS, AdapterConfig, parse_adapter_config
+from data.captioned_config import CAPTIONED, CaptionedConfig, parse_captioned_config
 from data.catalogue import SOURCE_NAMES
-from data.errors import ConfigError
 from data.features import FEATURE_ENCODERS, NO_FEATURES
 from data.partition import PARTITION_SCHEMES
 
@@ -21,46 +27,25 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
 }
 NUM_CLASSES = 10  # every source here has 10 classes
 
-_BASE: dict[str, Any] = {
-    "name": None,
-    "dataset": "digits",
-    "num_clients": 10,
-    "partition": "iid",
-    "alpha": 0.5,
-    "shards_per_client": 2,
-    "min_partition_size": 2,
-    "val_fraction": 0.1,
-    "features": NO_FEATURES,
-    "data_dir": None,
-    "continual": None,
-}
-_PERMUTED = {"kind": "permuted", "num_tasks": 5, "scenario": "domain-incremental"}
+TASK_DIR = Path(conf.__file__).resolve().parent / "task"
+TASK_NAMES: tuple[str, ...] = tuple(sorted(p.stem for p in TASK_DIR.glob("*.yaml")))
+# The keys every catalogue task (not captioned, not an adapter) has in its YAML file.
+_KEYS = ("name", "dataset", "num_clients", "partition", "alpha", "shards_per_client",
+         "min_partition_size", "val_fraction", "features", "data_dir", "continual")
+# Sources whose files task.data_dir can replace (the others are bundled or generated).
+READS_DATA_DIR = ("fmnist",)
 
-# The catalogue; conf/task/<name>.yaml mirrors these exactly (a test keeps them in sync).
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    name: {**_BASE, "name": name, **overrides}
-    for name, overrides in {
-        "digits": {},
-        "digits-dirichlet": {"partition": "dirichlet", "alpha": 0.5},
-        "fmnist": {"dataset": "fmnist", "num_clients": 20},
-        "fmnist-dirichlet": {
-            "dataset": "fmnist",
-            "num_clients": 20,
-            "partition": "dirichlet",
-            "alpha": 0.3,
-        },
-        "permuted-digits": {"num_clients": 20, "continual": _PERMUTED},
-        "permuted-fmnist": {"dataset": "fmnist", "num_clients": 20, "continual": _PERMUTED},
-        "split-fmnist": {
-            "dataset": "fmnist",
-            "num_clients": 20,
-            "continual": {"kind": "split", "num_tasks": 5, "scenario": "task-incremental"},
-        },
-        DIGIT_DOMAINS: {"dataset": DIGIT_DOMAINS, "num_clients": 4},
-    }.items()
-}
-TASK_DEFAULTS[CAPTIONED] = CAPTIONED_DEFAULTS  # paired image-caption data (data/captioned.py)
-TASK_NAMES: tuple[str, ...] = tuple(TASK_DEFAULTS)
+
+@functools.lru_cache(maxsize=None)
+def task_defaults(name: str) -> dict[str, Any]:
+    """The defaults of a named task: its conf/task/<name>.yaml minus Hydra's defaults list."""
+    if name not in TASK_NAMES:
+        raise ConfigError(
+            f"task.name: unknown task {name!r}; choose one of: {', '.join(TASK_NAMES)}", key="task.name"
+        )
+    values = yaml.safe_load((TASK_DIR / f"{name}.yaml").read_text()) or {}
+    values.pop("defaults", None)
+    return values
 
 
 @dataclass(frozen=True)
@@ -89,24 +74,24 @@ class TaskConfig:
     continual: ContinualConfig | None
 
 
-def parse_task_config(cfg: Mapping[str, Any]) -> TaskConfig | CaptionedConfig:
-    """Validate a task config (keys missing from it take the named task's defaults).
+def parse_task_config(cfg: Mapping[str, Any]) -> TaskConfig | CaptionedConfig | AdapterConfig:
+    """Validate a task config (keys missing from it take the named task's YAML defaults).
 
     Raises ConfigError naming the key and its valid choices. Checks nothing that needs data.
     """
     if not isinstance(cfg, Mapping):
         raise ConfigError(f"task: expected a mapping of task keys, got {type(cfg).__name__}")
     name = cfg.get("name")
-    if name not in TASK_DEFAULTS:
-        raise ConfigError(
-            f"task.name: unknown task {name!r}; choose one of: {', '.join(TASK_NAMES)}"
-        )
+    defaults = task_defaults(name)
     if name == CAPTIONED:
         return parse_captioned_config(cfg)
-    unknown = sorted(set(cfg) - set(_BASE))
+    merged = {**defaults, **dict(cfg)}
+    if merged.get("dataset") in ADAPTERS:
+        return parse_adapter_config(merged)
+    unknown = sorted(set(cfg) - set(_KEYS))
     if unknown:
-        raise ConfigError(f"task.{unknown[0]}: unknown key; valid keys: {', '.join(_BASE)}")
-    merged = {**TASK_DEFAULTS[name], **dict(cfg)}
+        raise ConfigError(f"task.{unknown[0]}: unknown key; valid keys: {', '.join(_KEYS)}",
+                          key=f"task.{unknown[0]}")
 
     dataset = _choice(merged, "dataset", DATASETS)
     num_clients = _int(merged, "num_clients", minimum=1)
@@ -131,7 +116,13 @@ def parse_task_config(cfg: Mapping[str, Any]) -> TaskConfig | CaptionedConfig:
     data_dir = merged["data_dir"]
     if data_dir is not None and not isinstance(data_dir, str):
         raise ConfigError(f"task.data_dir: expected a directory path or null, got {data_dir!r}")
-    continual = _continual(merged["continual"], TASK_DEFAULTS[name]["continual"], dataset)
+    if data_dir is not None and dataset not in READS_DATA_DIR:
+        raise ConfigError(
+            f"task.data_dir={data_dir!r}: task {name} ({dataset}) does not read files, so this "
+            "directory would be ignored; remove task.data_dir, or bring your own data with "
+            "task=imagefolder task.data_dir=<root with one folder per class> (or task=tabular, task=hf)",
+            key="task.data_dir")
+    continual = _continual(merged["continual"], defaults["continual"], dataset)
     if continual and continual.kind == "permuted" and features != NO_FEATURES:
         raise ConfigError(
             "task.features: permuted tasks permute pixels, so they need features=none"

@@ -19,6 +19,8 @@ from data.catalogue import (
     train_labels,
     train_size,
 )
+from data.adapters.config import AdapterConfig
+from data.adapters.load import adapter_task
 from data.captioned import CaptionedConfig, build_captioned
 from data.config import DIGIT_DOMAINS, NUM_CLASSES, TaskConfig, parse_task_config
 from data.continual import build_continual, split_classes
@@ -35,17 +37,23 @@ def load_task(task_cfg: Mapping[str, Any], *, seed: int) -> TaskBundle:
     Deterministic in (cfg, seed), so every process computes the same partition on its own; the
     test split does not depend on the seed. Cached per process: Ray actors call this often.
     """
-    return _load(parse_task_config(task_cfg), int(seed))
+    cfg = parse_task_config(task_cfg)
+    if isinstance(cfg, AdapterConfig):
+        return adapter_task(cfg, int(seed))
+    return _load(cfg, int(seed))
 
 
-def check_task_config(task_cfg: Mapping[str, Any]) -> None:
-    """Validate a task config without building it.
+def check_task_config(task_cfg: Mapping[str, Any], *, seed: int = 0) -> None:
+    """Validate a task config before any engine starts.
 
     Raises ConfigError naming the key (unknown task, bad values, more clients than samples) or
     DatasetNotInstalled naming the fix. Reads only labels or file headers, never the images of
-    Fashion-MNIST.
+    Fashion-MNIST; an adapter task (your own data) is read and checked in full, partitions included.
     """
     cfg = parse_task_config(task_cfg)
+    if isinstance(cfg, AdapterConfig):
+        adapter_task(cfg, int(seed))
+        return
     if isinstance(cfg, CaptionedConfig):  # generated; sizes checked on parse
         if cfg.image_features != NO_FEATURES:
             require_effnet()

@@ -25,7 +25,7 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"the config has no '{key}' section; compose it from conf/ (corolla run ...)")
     check_root(cfg)  # types and ranges first: later checks may convert values
     check_strategy_config(cfg["strategy"])
-    check_task_config(cfg["task"])
+    check_task_config(cfg["task"], seed=int(cfg["seed"]) if isinstance(cfg["seed"], int) else 0)
     check_model_config(cfg["model"])
     _check_number(cfg, "num_rounds", int(cfg["num_rounds"]) >= 1, "must be >= 1")
     _check_number(cfg, "seed", isinstance(cfg["seed"], int), "must be an integer")

@@ -12,7 +12,8 @@ import yaml
 
 import data
 from data import ConfigError, Split, TaskBundle, check_task_config, load_task
-from data.config import TASK_DEFAULTS
+from data.adapters.config import ADAPTERS
+from data.config import parse_task_config, task_defaults
 from data.features import FEATURE_ENCODERS, register_encoder
 from data.partition import label_entropy
 from data.tasks import _load
@@ -25,8 +26,8 @@ def _fresh(cfg: dict, seed: int) -> TaskBundle:
     return _load.__wrapped__(data.config.parse_task_config(cfg), seed)
 
 
-def test_every_task_has_a_yaml_that_matches_the_catalogue() -> None:
-    assert set(data.TASK_NAMES) == {
+def test_every_task_is_a_yaml_file_and_its_defaults_come_from_it() -> None:
+    assert set(data.TASK_NAMES) == {p.stem for p in CONF.glob("*.yaml")} >= {
         "digits",
         "digits-dirichlet",
         "fmnist",
@@ -36,17 +37,32 @@ def test_every_task_has_a_yaml_that_matches_the_catalogue() -> None:
         "split-fmnist",
         "digit-domains",
         "captioned",
+        *ADAPTERS,
     }
     keys = None
     for name in data.TASK_NAMES:
-        if name == "captioned":  # paired image-text data: own keys (tests/data/test_data_captioned.py)
-            continue
         cfg = yaml.safe_load((CONF / f"{name}.yaml").read_text())
         cfg.pop("defaults", None)  # Hydra's defaults list (e.g. a task's default model), not a task key
-        assert cfg == TASK_DEFAULTS[name], name
+        assert task_defaults(name) == cfg
+        if name == "captioned" or cfg["dataset"] in ADAPTERS:  # own keys (tests of their own)
+            continue
         keys = keys or set(cfg)
         assert set(cfg) == keys  # the same keys everywhere, so overrides work uniformly
         check_task_config(cfg)
+
+
+def test_a_yaml_default_is_the_one_a_partial_config_gets(tmp_path: Path, monkeypatch) -> None:
+    # The name alone takes every other key from conf/task/<name>.yaml: no second copy in code.
+    parsed = parse_task_config({"name": "fmnist-dirichlet"})
+    assert (parsed.alpha, parsed.num_clients, parsed.partition) == (0.3, 20, "dirichlet")
+    assert parse_task_config({"name": "fmnist-dirichlet", "alpha": 0.7}).alpha == 0.7
+
+
+def test_data_dir_on_a_task_that_does_not_read_it_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"task.data_dir='/x': task digits \(digits\) does not read "
+                       "files.*task=imagefolder") as err:
+        check_task_config({"name": "digits", "data_dir": "/x"})
+    assert err.value.key == "task.data_dir"
 
 
 def test_digits_bundle_shapes_and_sizes() -> None:

@@ -1,0 +1,1 @@
+"""Template of a corolla dataset loader plugin (copy, rename, replace `load`)."""
