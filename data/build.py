@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from data.config import TaskConfig
 from data.errors import ConfigError
@@ -33,6 +32,7 @@ def carve_val(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarra
         if counts[counts > 0].min() >= 2 and fraction * len(idx) >= len(counts[counts > 0])
         else None
     )
+    from sklearn.model_selection import train_test_split  # lazy: sklearn takes seconds to import
     pool, val = train_test_split(idx, test_size=fraction, stratify=stratify, random_state=seed)
     return np.sort(pool), np.sort(val)
 

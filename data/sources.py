@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from data.errors import DatasetNotInstalled
 from data.idx import read_idx, read_idx_shape
@@ -48,6 +47,7 @@ class Source:
 
 def fixed_test_split(name: str, x: np.ndarray, y: np.ndarray) -> Source:
     """Hold out a stratified TEST_FRACTION of (x, y) with a fixed state: the same for every run."""
+    from sklearn.model_selection import train_test_split  # lazy: sklearn takes seconds to import
     train_idx, test_idx = train_test_split(
         np.arange(len(y)), test_size=TEST_FRACTION, stratify=y, random_state=TEST_SPLIT_STATE
     )

@@ -26,6 +26,7 @@ from data.config import DIGIT_DOMAINS, NUM_CLASSES, TaskConfig, parse_task_confi
 from data.continual import build_continual, split_classes
 from data.domains import DOMAINS, build_domains
 from data.encoders import require_effnet
+from data.idx import read_idx
 from data.errors import ConfigError
 from data.features import NO_FEATURES, encode_cached
 from data.text_encoders import require_minilm
@@ -63,6 +64,8 @@ def check_task_config(task_cfg: Mapping[str, Any], *, seed: int = 0) -> None:
     sources = list(DOMAINS.values()) if cfg.dataset == DIGIT_DOMAINS else [cfg.dataset]
     for source in sources:
         ensure_installed(source, cfg.data_dir)
+    if cfg.data_dir is not None:  # the user's own copy of the files: read it all, here, not in Ray
+        check_user_files(cfg.dataset, cfg.data_dir)
     clients = cfg.num_clients // len(sources)
     per_client = {"shard": cfg.shards_per_client, "dirichlet": cfg.min_partition_size or 1}
     need = clients * per_client.get(cfg.partition, 1)
@@ -74,6 +77,26 @@ def check_task_config(task_cfg: Mapping[str, Any], *, seed: int = 0) -> None:
                 f"samples (partition={cfg.partition}), but it has only {pool} after the "
                 "validation carve; lower task.num_clients"
             )
+
+
+def check_user_files(dataset: str, data_dir: str) -> None:
+    """Read a user's copy of a source's files in full; ConfigError naming the file and the key."""
+    from data.sources import fmnist_paths
+
+    for part, path in fmnist_paths(data_dir).items():
+        try:
+            array = read_idx(path)
+        except (OSError, EOFError, ValueError) as err:
+            raise ConfigError(f"{path}: cannot read this {dataset} file ({type(err).__name__}: {err}); "
+                              "replace it (task.data_dir)", key="task.data_dir") from None
+        if part.startswith("y") and len(array) and (array.min() < 0 or array.max() >= NUM_CLASSES):
+            raise ConfigError(f"{path}: labels {sorted(set(array[array >= NUM_CLASSES].tolist()))[:5]} lie "
+                              f"outside {dataset}'s class set 0..{NUM_CLASSES - 1} (task.data_dir); for "
+                              "other classes use task=imagefolder or task=tabular", key="task.data_dir")
+    try:
+        load_source(dataset, data_dir)
+    except ValueError as err:
+        raise ConfigError(f"{data_dir}: {err} (task.data_dir)", key="task.data_dir") from None
 
 
 def _partitioned_sizes(cfg: TaskConfig, sources: list[str]) -> dict[str, int]:

@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from conf.errors import ConfigError
 
@@ -79,6 +78,7 @@ def fixed_test_split(y: np.ndarray, fraction: float) -> tuple[np.ndarray, np.nda
     if n_test < 1 or n_test >= len(y):
         raise ConfigError(f"task.test_fraction={fraction} leaves no test or no training sample of "
                           f"{len(y)} samples", key="task.test_fraction")
+    from sklearn.model_selection import train_test_split  # lazy: sklearn takes seconds to import
     train, test = train_test_split(idx, test_size=n_test, stratify=stratify, random_state=TEST_SPLIT_STATE)
     return np.sort(train), np.sort(test)
 

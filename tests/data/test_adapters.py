@@ -117,3 +117,19 @@ def test_plugin_loader_from_the_template(tmp_path: Path, monkeypatch: pytest.Mon
     assert isinstance(load(path=None, options={}), DatasetArrays)
     sys.modules.pop("corolla_blobs.loader", None)
     sys.modules.pop("corolla_blobs", None)
+
+
+def test_hf_and_plugin_refusals_name_the_key(tmp_path: Path) -> None:
+    from data import ConfigError
+
+    _hf_dataset().save_to_disk(str(tmp_path / "saved"))
+    with pytest.raises(ConfigError, match=r"task.image_column='img' is not a column of its train split; "
+                       "its columns are: image, label") as err:
+        load_task({"name": "hf", "path": str(tmp_path / "saved"), "image_column": "img"}, seed=0)
+    assert err.value.key == "task.image_column"
+    with pytest.raises(ConfigError, match="task.loader='nope' is not registered under the corolla.datasets"):
+        load_task({"name": "plugin", "loader": "nope"}, seed=0)
+    with pytest.raises(ConfigError, match="task.partition_column=None must name the column"):
+        load_task({"name": "tabular", "path": "x.csv", "label": "y", "partition": "column"}, seed=0)
+    with pytest.raises(ConfigError, match="task.partition='folders'.* only task=imagefolder has"):
+        load_task({"name": "tabular", "path": "x.csv", "label": "y", "partition": "folders"}, seed=0)
