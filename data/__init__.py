@@ -4,7 +4,7 @@ from data.adapters.arrays import DatasetArrays
 from data.bundle import Split, TaskBundle
 from data.config import TASK_NAMES
 from data.errors import ConfigError, DatasetNotInstalled
-from data.tasks import check_task_config, load_task
+from data.tasks import check_client_data, check_task_config, load_site_task, load_task, server_task
 
 import data.encoders  # noqa: E402,F401  (registers the built-in frozen encoders, e.g. effnet-lite0)
 
@@ -15,6 +15,9 @@ __all__ = [
     "DatasetNotInstalled",
     "Split",
     "TaskBundle",
+    "check_client_data",
     "check_task_config",
+    "load_site_task",
     "load_task",
+    "server_task",
 ]

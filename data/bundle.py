@@ -40,6 +40,7 @@ class TaskData:
     val: np.ndarray  # indices into the train store
     test: np.ndarray  # indices into the test store
     permutation: np.ndarray | None = None  # pixel order (H*W) applied when materialising
+    local_tests: list[np.ndarray] | None = None  # per client: its own test indices (train store)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,14 @@ class TaskBundle:
         if not 0 <= client_id < self.num_clients:
             raise IndexError(f"client_id {client_id} out of range [0, {self.num_clients})")
         return self._split(self.train_store, task.clients[client_id], task.permutation)
+
+    def client_test(self, client_id: int, task_id: int = 0) -> Split:
+        """A client's own test split (federated evaluation); empty when the task keeps none."""
+        task = self._task(task_id)
+        if not 0 <= client_id < self.num_clients:
+            raise IndexError(f"client_id {client_id} out of range [0, {self.num_clients})")
+        idx = task.local_tests[client_id] if task.local_tests else np.zeros(0, dtype=np.int64)
+        return self._split(self.train_store, idx, task.permutation)
 
     def client_size(self, client_id: int, task_id: int = 0) -> int:
         """Number of training samples of a client, without materialising them."""

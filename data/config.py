@@ -31,7 +31,7 @@ TASK_DIR = Path(conf.__file__).resolve().parent / "task"
 TASK_NAMES: tuple[str, ...] = tuple(sorted(p.stem for p in TASK_DIR.glob("*.yaml")))
 # The keys every catalogue task (not captioned, not an adapter) has in its YAML file.
 _KEYS = ("name", "dataset", "num_clients", "partition", "alpha", "shards_per_client",
-         "min_partition_size", "val_fraction", "features", "data_dir", "continual")
+         "min_partition_size", "val_fraction", "local_test_fraction", "features", "data_dir", "continual")
 # Sources whose files task.data_dir can replace (the others are bundled or generated).
 READS_DATA_DIR = ("fmnist",)
 
@@ -69,6 +69,7 @@ class TaskConfig:
     shards_per_client: int
     min_partition_size: int | None
     val_fraction: float
+    local_test_fraction: float
     features: str
     data_dir: str | None
     continual: ContinualConfig | None
@@ -136,10 +137,18 @@ def parse_task_config(cfg: Mapping[str, Any]) -> TaskConfig | CaptionedConfig | 
         shards_per_client=_int(merged, "shards_per_client", minimum=1),
         min_partition_size=None if min_size is None else _int(merged, "min_partition_size", 0),
         val_fraction=val_fraction,
+        local_test_fraction=_fraction(merged, "local_test_fraction"),
         features=features,
         data_dir=data_dir,
         continual=continual,
     )
+
+
+def _fraction(cfg: Mapping[str, Any], key: str) -> float:
+    value = _number(cfg, key)
+    if not 0 <= value < 1:
+        raise ConfigError(f"task.{key}: must be in [0, 1), got {value}", key=f"task.{key}")
+    return value
 
 
 def _continual(

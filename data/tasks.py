@@ -19,14 +19,16 @@ from data.catalogue import (
     train_labels,
     train_size,
 )
-from data.adapters.config import AdapterConfig
+from data.adapters.config import AdapterConfig, path_key
 from data.adapters.load import adapter_task
+from data.adapters.site import holds_no_data, site_task, task_spec
 from data.captioned import CaptionedConfig, build_captioned
 from data.config import DIGIT_DOMAINS, NUM_CLASSES, TaskConfig, parse_task_config
 from data.continual import build_continual, split_classes
 from data.domains import DOMAINS, build_domains
 from data.encoders import require_effnet
 from data.idx import read_idx
+from data.local_test import with_local_tests
 from data.errors import ConfigError
 from data.features import NO_FEATURES, encode_cached
 from data.text_encoders import require_minilm
@@ -44,6 +46,30 @@ def load_task(task_cfg: Mapping[str, Any], *, seed: int) -> TaskBundle:
     return _load(cfg, int(seed))
 
 
+def server_task(task_cfg: Mapping[str, Any], *, seed: int) -> TaskBundle:
+    """The server's view of the task: load_task's, or only its shape when the config names no data
+    (a deployment whose sites hold the data, evaluate.where=clients)."""
+    cfg = parse_task_config(task_cfg)
+    if isinstance(cfg, AdapterConfig) and holds_no_data(cfg):
+        return task_spec(cfg)
+    return load_task(task_cfg, seed=seed)
+
+
+def load_site_task(task_cfg: Mapping[str, Any], path: str, *, partition_id: int, num_partitions: int,
+                   seed: int) -> TaskBundle:
+    """A deployed site's task: its own data at ``path`` (SuperNode --data) as partition ``partition_id``."""
+    return site_task(task_cfg, path, partition_id=partition_id, num_partitions=num_partitions, seed=seed)
+
+
+def check_client_data(task_cfg: Mapping[str, Any]) -> None:
+    """Refuse an adapter task without data where the clients read the run's config (simulation)."""
+    cfg = parse_task_config(task_cfg)
+    if isinstance(cfg, AdapterConfig) and holds_no_data(cfg):
+        key = path_key(cfg)
+        raise ConfigError(f"{key} is not set: the clients of a simulation read their data from the run's "
+                          f"config; set {key}=<your data>", key=key)
+
+
 def check_task_config(task_cfg: Mapping[str, Any], *, seed: int = 0) -> None:
     """Validate a task config before any engine starts.
 
@@ -53,7 +79,10 @@ def check_task_config(task_cfg: Mapping[str, Any], *, seed: int = 0) -> None:
     """
     cfg = parse_task_config(task_cfg)
     if isinstance(cfg, AdapterConfig):
-        adapter_task(cfg, int(seed))
+        if holds_no_data(cfg):  # a server whose sites hold the data: the shape must be in the config
+            task_spec(cfg)
+        else:
+            adapter_task(cfg, int(seed))
         return
     if isinstance(cfg, CaptionedConfig):  # generated; sizes checked on parse
         if cfg.image_features != NO_FEATURES:
@@ -114,6 +143,10 @@ def _partitioned_sizes(cfg: TaskConfig, sources: list[str]) -> dict[str, int]:
 def _load(cfg: TaskConfig | CaptionedConfig, seed: int) -> TaskBundle:
     if isinstance(cfg, CaptionedConfig):
         return build_captioned(cfg, seed)
+    return with_local_tests(_build(cfg, seed), cfg.local_test_fraction, seed)
+
+
+def _build(cfg: TaskConfig, seed: int) -> TaskBundle:
     if cfg.dataset == DIGIT_DOMAINS:
         bundle = build_domains(cfg, seed)
     elif cfg.continual is not None:

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from models.cnn import CNN, CNNConfig
+from models.custom import build_custom, check_custom
 from models.config import parse_config
 from models.linear import LinearConfig, LinearModel
 from models.mlp import MLP, MLPConfig
@@ -22,7 +23,8 @@ _REGISTRY: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     "cnn": (CNNConfig, CNN),
     "resnet": (ResNetConfig, ResNet),
 }
-MODEL_NAMES: tuple[str, ...] = tuple(sorted(_REGISTRY))
+CUSTOM = "custom"  # model.factory=<module:function>, built by models/custom.py
+MODEL_NAMES: tuple[str, ...] = tuple(sorted([*_REGISTRY, CUSTOM]))
 
 
 def _lookup(model_cfg: Mapping[str, Any]) -> tuple[type, Callable[..., nn.Module]]:
@@ -32,15 +34,25 @@ def _lookup(model_cfg: Mapping[str, Any]) -> tuple[type, Callable[..., nn.Module
     return _REGISTRY[name]
 
 
-def check_model_config(model_cfg: Mapping[str, Any]) -> None:
-    """Raise ValueError for an unknown model.name or a bad field, before any work is done."""
+def check_model_config(model_cfg: Mapping[str, Any], input_shape: tuple[int, ...] | None = None,
+                       num_classes: int | None = None) -> None:
+    """Raise ValueError for an unknown model.name or a bad field, before any work is done.
+
+    With the task's ``input_shape`` and ``num_classes``, a custom model is also built and run on
+    one batch.
+    """
+    if model_cfg.get("name") == CUSTOM:
+        check_custom(model_cfg, input_shape, num_classes)
+        return
     config_cls, _ = _lookup(model_cfg)
     parse_config(config_cls, model_cfg)
 
 
 def build_model(model_cfg: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """A freshly initialised model for inputs of `input_shape` (one example, no batch dim)."""
-    config_cls, model_cls = _lookup(model_cfg)
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if model_cfg.get("name") == CUSTOM:
+        return build_custom(model_cfg, tuple(input_shape), int(num_classes))
+    config_cls, model_cls = _lookup(model_cfg)
     return model_cls(parse_config(config_cls, model_cfg), tuple(input_shape), int(num_classes))

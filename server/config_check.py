@@ -26,7 +26,13 @@ def check_config(cfg: dict[str, Any]) -> None:
     check_root(cfg)  # types and ranges first: later checks may convert values
     check_strategy_config(cfg["strategy"])
     check_task_config(cfg["task"], seed=int(cfg["seed"]) if isinstance(cfg["seed"], int) else 0)
-    check_model_config(cfg["model"])
+    if cfg["model"].get("name") == "custom":  # built and run on one batch of the task's shape
+        from data import server_task
+
+        task = server_task(cfg["task"], seed=int(cfg["seed"]) if isinstance(cfg["seed"], int) else 0)
+        check_model_config(cfg["model"], task.input_shape, task.num_classes)
+    else:
+        check_model_config(cfg["model"])
     _check_number(cfg, "num_rounds", int(cfg["num_rounds"]) >= 1, "must be >= 1")
     _check_number(cfg, "seed", isinstance(cfg["seed"], int), "must be an integer")
     fraction = float(cfg["failures"]["max_fraction"])
@@ -35,6 +41,9 @@ def check_config(cfg: dict[str, Any]) -> None:
     _check_number(cfg, "train.epochs", int(train["epochs"]) >= 1, "must be >= 1")
     _check_number(cfg, "train.batch_size", int(train["batch_size"]) >= 1, "must be >= 1")
     _check_number(cfg, "train.lr", float(train["lr"]) > 0, "must be > 0")
+    from server.federated import check_evaluate_config
+
+    check_evaluate_config(cfg)
     if cfg["evaluate"].get("split", "test") not in ("test", "val"):
         raise ConfigError(f"evaluate.split={cfg['evaluate']['split']!r} is not one of test, val")
     if cfg.get("device", "auto") not in DEVICES:

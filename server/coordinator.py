@@ -10,11 +10,12 @@ import torch
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
 
-from data import load_task
+from data import server_task
 from models import build_model
 from models.accel import pick_device
 from conf.errors import ConfigError
 from server.config_check import check_config, rounds_per_task
+from server.federated import FederatedEvaluation
 from server.grid import TrackedGrid
 from server.guard import RoundGuard
 from server.checkpoints import load_checkpoint, reconcile_metrics
@@ -34,7 +35,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
     npy.install()  # replies parsed with cached .npy headers: the same arrays, less time per reply
     run_dir.mkdir(parents=True, exist_ok=True)
     seed = int(cfg["seed"])
-    task = load_task(cfg["task"], seed=seed)
+    task = server_task(cfg["task"], seed=seed)  # a task spec without samples when the sites hold the data
 
     def new_model() -> torch.nn.Module:
         return build_model(cfg["model"], task.input_shape, task.num_classes)
@@ -73,6 +74,8 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
                                order_key=lambda node: tracked.partition_of.get(node, 1 << 62),
                                partition_of=tracked.partition_of.get)
             recorder.attach(guard, tracked, strategy)
+            if cfg.get("evaluate", {}).get("where", "server") != "server":
+                guard.federated = recorder.federated = FederatedEvaluation(cfg)
             guard.start(grid=tracked, initial_arrays=arrays, num_rounds=num_rounds - first_round + 1,
                         timeout=float(cfg["engine"].get("timeout_s", 3600)), evaluate_fn=recorder.evaluate_fn)
     except Exception as err:

@@ -86,6 +86,8 @@ class RoundGuard(Strategy):
         self.partition_of = partition_of or (lambda node: None)
         self.rounds: dict[int, RoundStats] = {}
         self._sent_arrays: ArrayRecord | None = None
+        self.federated: Any = None  # server.federated.FederatedEvaluation, when clients evaluate
+        self._eval_grid: Any = None
 
     def global_round(self, server_round: int) -> int:
         return server_round + self.offset
@@ -150,9 +152,17 @@ class RoundGuard(Strategy):
                            grid: Grid) -> Iterable[Message]:
         rnd = self.global_round(server_round)
         config["task-id"] = self.env.task_of_round(rnd)
+        if self.federated is not None:
+            self._eval_grid = grid
+            return self.federated.configure(rnd, arrays, self.env.task_of_round(rnd), grid.get_node_ids())
         return self.inner.configure_evaluate(rnd, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        if self.federated is not None:
+            if self.federated.due(self.global_round(server_round)):
+                self.federated.aggregate(self.global_round(server_round), list(replies),
+                                         getattr(self._eval_grid, "partition_of", {}))
+            return None
         good = [r for r in replies if not r.has_error()]
         return self.inner.aggregate_evaluate(self.global_round(server_round), good) if good else None
 

@@ -58,6 +58,7 @@ class RunRecorder:
         self._bytes_mark = (0, 0)
         self.guard: RoundGuard | None = None
         self.grid: TrackedGrid | None = None
+        self.federated: Any = None  # server.federated.FederatedEvaluation (evaluate.where=clients|both)
 
     # ---- state for resume -------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -95,6 +96,9 @@ class RunRecorder:
         rnd = self.guard.global_round(server_round)
         task_id = self.env.task_of_round(rnd)
         own = self.strategy.evaluate_global(rnd, arrays)
+        clients = self.federated.record(rnd) if self.federated is not None else None
+        if own is None and self.federated is not None and not self.federated.on_server:
+            own = {"accuracy": clients and clients["accuracy"], "loss": clients and clients["loss"]}
         if own is None:
             accs, losses = self._evaluate_tasks(arrays, upto=task_id)
             if self.env.task.num_tasks > 1 and self.env.is_task_end(rnd) and len(self.matrix) == task_id:
@@ -108,6 +112,8 @@ class RunRecorder:
         record["accuracy"] = evaluation.pop("accuracy")
         record["loss"] = evaluation.pop("loss")
         record.update(evaluation)
+        if clients is not None:
+            record["clients"] = clients
         stats = self.guard.rounds.get(rnd)
         if stats:
             record.update({k: v for k, v in stats.train_metrics.items() if k != "num-examples"})
@@ -190,6 +196,11 @@ class RunRecorder:
             self.cfg, self.history, status=status, reason=reason, num_clients=self.env.task.num_clients,
             uplink_bytes=self.uplink_bytes, downlink_bytes=self.downlink_bytes,
             startup_s=self._startup_s(), wall_s=self._wall_s(), matrix=self.matrix)
+        if self.federated is not None and self.federated.on_clients:
+            from server.federated import summary_section
+
+            summary["final"]["split"] = "test" if self.federated.on_server else "clients"
+            summary["clients"] = summary_section(self.history)
         if self.strategy is not None:
             summary.update(self.strategy.summary_extra())
         write_summary(self.run_dir, summary)

@@ -53,6 +53,9 @@ def job_config(composed: dict[str, Any], overrides: list[str]) -> tuple[dict[str
         cfg = composed
     try:
         check_config(cfg)
+        from data import check_client_data
+
+        check_client_data(cfg["task"])  # simulated clients read the data the config names
     except ConfigError:
         raise
     except ValueError as err:  # a component's own refusal (task, model, strategy): same meaning

@@ -117,8 +117,12 @@ class ClientEnv:
 
     @cached_property
     def task(self) -> "TaskBundle":
-        from data import load_task
+        from data import load_site_task, load_task
 
+        site_data = self.context.node_config.get("data")
+        if site_data:  # a deployed site's own data (corolla deploy supernode --data)
+            return load_site_task(self.cfg["task"], str(site_data), partition_id=self.partition_id,
+                                  num_partitions=self.num_partitions, seed=int(self.cfg["seed"]))
         return load_task(self._task_cfg(), seed=int(self.cfg["seed"]))
 
     def _task_cfg(self) -> dict[str, Any]:

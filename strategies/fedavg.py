@@ -100,7 +100,7 @@ class WeightsClient(ClientHalf):
         config = message.content["config"]
         task_id = int(config.get("task-id", 0))
         model = self.load_global(message)
-        split = self.env.task.client_train(self.env.partition_id, task_id)
+        split = self.env.task.client_test(self.env.partition_id, task_id)  # its own test split
         result = evaluate(model, split.x, split.y, device=self.env.device,
                           class_mask=self.env.class_mask(task_id))
         metrics = MetricRecord({"num-examples": result.num_examples, "eval_loss": result.loss,

@@ -63,6 +63,7 @@ def find_projected_layers(model: nn.Module, names: list[str] | None = None, *,
     found = {f"{prefix}.weight": m for prefix, m in model.named_modules()
              if isinstance(m, (nn.Linear, nn.Conv2d))}
     if names is None:
+        _refuse_unhandled_layers(model)
         chosen = {}
         for name, m in found.items():
             if name.startswith("head.") and not include_head:
@@ -81,6 +82,21 @@ def find_projected_layers(model: nn.Module, names: list[str] | None = None, *,
             raise ConfigError(f"strategy.projected_layers: {n} is a grouped or non-zero-padded convolution; "
                               "FOT projects only groups=1, zero-padded Conv2d layers", key="strategy.projected_layers")
     return {n: found[n] for n in names}
+
+
+# Layers whose weights FOT may leave to plain averaging: per-channel scales, not input projections.
+_UNPROJECTED_OK = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def _refuse_unhandled_layers(model: nn.Module) -> None:
+    """FOT's guarantee needs every weight that maps inputs projected: refuse layers it cannot unfold."""
+    for prefix, module in model.named_modules():
+        own = [n for n, _ in module.named_parameters(recurse=False)]
+        if own and not isinstance(module, (nn.Linear, nn.Conv2d, *_UNPROJECTED_OK)):
+            raise ValueError(
+                f"FOT cannot project the {type(module).__name__} layer {prefix or '(model)'}: it unfolds only "
+                "Linear and Conv2d inputs (normalisation layers are averaged); use fedavg/fedprox for this "
+                "model, or list the layers to project in strategy.projected_layers")
 
 
 def layer_dim(module: nn.Module) -> int:

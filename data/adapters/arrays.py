@@ -40,8 +40,11 @@ class DatasetArrays:
     groups: np.ndarray | None = None
     groups_test: np.ndarray | None = None
 
-    def check(self, *, key: str) -> None:
-        """Raise ConfigError naming ``source`` and ``key`` when the arrays break the contract."""
+    def check(self, *, key: str, one_class_ok: bool = False) -> None:
+        """Raise ConfigError naming ``source`` and ``key`` when the arrays break the contract.
+
+        ``one_class_ok``: one site of a federation may hold a single class of the class set.
+        """
         where = f"{self.source} ({key})"
         if len(self.classes) < 2:
             raise ConfigError(f"{where}: the labels hold a single class {list(self.classes)}; a "
@@ -60,7 +63,7 @@ class DatasetArrays:
                                   f"0..{len(self.classes) - 1} ({len(self.classes)} classes)", key=key)
         if len(self.y_train) == 0:
             raise ConfigError(f"{where}: no training samples", key=key)
-        if len(np.unique(self.y_train)) < 2:
+        if len(np.unique(self.y_train)) < 2 and not one_class_ok:
             raise ConfigError(f"{where}: every training sample has the class "
                               f"{self.classes[int(self.y_train[0])]!r}; a classifier needs at least two",
                               key=key)

@@ -29,6 +29,7 @@ class AdapterConfig(Section):
     min_partition_size: int | None = field(metadata=between(0))
     val_fraction: float = field(metadata=between(0, 1, hi_open=True))
     test_fraction: float = field(metadata=between(0, 1, lo_open=True, hi_open=True))
+    local_test_fraction: float = field(metadata=between(0, 1, hi_open=True))
     classes: tuple[str, ...] | None
     data_dir: str | None
     features: Literal["none"]

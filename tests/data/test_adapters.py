@@ -21,7 +21,10 @@ def test_image_folder_classes_sizes_channels_and_partitions(tmp_path: Path) -> N
     bundle = load_task({"name": "imagefolder", "data_dir": str(root), "image_size": 12}, seed=0)
     assert (bundle.input_shape, bundle.num_classes, bundle.num_clients) == ((3, 12, 12), 5, 3)
     sizes = [bundle.client_size(c) for c in range(3)]
-    assert sum(sizes) + len(bundle.val()) + len(bundle.test()) == 100 and min(sizes) > 0
+    local = [len(bundle.client_test(c)) for c in range(3)]  # task.local_test_fraction: 0.2 of each
+    assert sum(sizes) + sum(local) + len(bundle.val()) + len(bundle.test()) == 100 and min(sizes) > 0
+    assert all(abs(t - 0.2 * (s + t)) <= 1 for s, t in zip(sizes, local))
+    assert not set(bundle.tasks[0].clients[0].tolist()) & set(bundle.tasks[0].local_tests[0].tolist())
     assert len(bundle.test()) == 20 and np.bincount(bundle.test().y.numpy()).tolist() == [4] * 5
     grey = load_task({"name": "imagefolder", "data_dir": str(root), "channels": 1, "image_size": None}, seed=0)
     assert grey.input_shape == (1, 20, 20)
@@ -31,7 +34,7 @@ def test_image_folder_fixed_split_and_grey_files(tmp_path: Path) -> None:
     image_folder(tmp_path / "d" / "train", classes=["c0", "c1", "c2"], per_class=10, mode="L")
     image_folder(tmp_path / "d" / "test", classes=["c0", "c1", "c2"], per_class=4, mode="L", seed=1)
     bundle = load_task({"name": "imagefolder", "data_dir": str(tmp_path / "d"), "num_clients": 2,
-                        "val_fraction": 0.0}, seed=0)
+                        "val_fraction": 0.0, "local_test_fraction": 0.0}, seed=0)
     assert bundle.input_shape == (1, 32, 32)  # channels from the files: all grey
     assert len(bundle.test()) == 12 and sum(bundle.client_size(c) for c in range(2)) == 30
 

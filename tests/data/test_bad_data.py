@@ -18,14 +18,14 @@ from tests.simrun import run_corolla
 NO_RAY = "import sys; sys.exit('RAY WAS IMPORTED: the data check came too late')\n"
 
 
-def refused(tmp_path: Path, overrides: list[str]) -> str:
+def refused(tmp_path: Path, overrides: list[str], extra: list[Path] = ()) -> str:
     """Run `corolla run <overrides>`; assert it failed in < 10 s of CPU without Ray; its output."""
     fake = tmp_path / "no-ray"
     (fake / "ray").mkdir(parents=True, exist_ok=True)
     (fake / "ray" / "__init__.py").write_text(NO_RAY)
     t0, cpu0 = time.monotonic(), _children_cpu()
     result = run_corolla(["run", *overrides, "num_rounds=1", "progress=false", "plots=false",
-                          f"out_dir={tmp_path / 'runs'}"], timeout=60, extra_pythonpath=[fake], check=False)
+                          f"out_dir={tmp_path / 'runs'}"], timeout=60, extra_pythonpath=[fake, *extra], check=False)
     seconds, cpu = time.monotonic() - t0, _children_cpu() - cpu0
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]

@@ -1,0 +1,1 @@
+"""Template of a custom corolla model (copy, rename, change the network)."""
