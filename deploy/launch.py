@@ -56,15 +56,17 @@ def superlink_args(certs: Path, database: str, *, host: str = "0.0.0.0", port: i
     ]
 
 
-def node_config(partition_id: int, num_partitions: int, data_dir: str | None = None) -> str:
+def node_config(partition_id: int, num_partitions: int, data_dir: str | None = None,
+                data: str | None = None) -> str:
     """The SuperNode's --node-config string that the ClientApp reads (client/, ClientEnv)."""
     if not 0 <= partition_id < num_partitions:
         raise LaunchError(f"--partition-id must be in [0, {num_partitions}), got {partition_id}")
     items = [f"partition-id={partition_id}", f"num-partitions={num_partitions}"]
-    if data_dir:
-        if any(c in data_dir for c in "\"'\\\n"):
-            raise LaunchError(f"--data-dir may not contain quotes, backslashes or newlines: {data_dir!r}")
-        items.append(f"data-dir={json.dumps(data_dir)}")
+    for flag, key, value in (("--data-dir", "data-dir", data_dir), ("--data", "data", data)):
+        if value:
+            if any(c in value for c in "\"'\\\n"):
+                raise LaunchError(f"{flag} may not contain quotes, backslashes or newlines: {value!r}")
+            items.append(f"{key}={json.dumps(value)}")
     return " ".join(items)
 
 
@@ -163,6 +165,10 @@ def _parser() -> argparse.ArgumentParser:
     node.add_argument("--partition-id", type=int, required=True)
     node.add_argument("--num-partitions", type=int, required=True)
     node.add_argument("--data-dir", default=None, help="this site's copy of the dataset files")
+    node.add_argument("--data", default=None, metavar="PATH",
+                      help="this site's own data (an image folder, table or dataset directory) read through "
+                           "the run's task adapter (task=imagefolder|tabular|hf|plugin): all of it is this "
+                           "node's partition; node config key `data`")
     node.add_argument("--host", default="127.0.0.1",
                       help="interface of the local Runtime (ClientAppIo) API (default: 127.0.0.1)")
     node.add_argument("--port", type=int, default=SUPERNODE_RUNTIME_PORT,
@@ -212,7 +218,10 @@ def build(args: argparse.Namespace) -> list[str]:
         certs = args.certs.resolve()
         ca = _require_file(certs / CA_CERT, "CA certificate", "copy ca.crt from the federation's CA")
         key = resolve_key(certs, args.key).resolve()
-        config = node_config(args.partition_id, args.num_partitions, args.data_dir)
+        if args.data and not Path(args.data).expanduser().exists():
+            raise LaunchError(f"--data {args.data}: no such file or directory")
+        data = str(Path(args.data).expanduser().resolve()) if args.data else None
+        config = node_config(args.partition_id, args.num_partitions, args.data_dir, data)
         return ["flower-supernode", *supernode_args(ca, key, args.superlink, config, host=args.host,
                                                     port=args.port, isolation=args.isolation,
                                                     max_retries=args.max_retries,
