@@ -24,13 +24,14 @@ _REGISTRY: dict[str, tuple[type, Callable[..., nn.Module]]] = {
     "resnet": (ResNetConfig, ResNet),
 }
 CUSTOM = "custom"  # model.factory=<module:function>, built by models/custom.py
-MODEL_NAMES: tuple[str, ...] = tuple(sorted([*_REGISTRY, CUSTOM]))
+MODEL_NAMES: tuple[str, ...] = tuple(sorted(_REGISTRY))  # the built-in architectures
 
 
 def _lookup(model_cfg: Mapping[str, Any]) -> tuple[type, Callable[..., nn.Module]]:
     name = model_cfg.get("name")
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model.name {name!r}; valid choices: {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"unknown model.name {name!r}; valid choices: {', '.join(MODEL_NAMES)}, {CUSTOM} "
+                         "(model.factory=<module:function>)")
     return _REGISTRY[name]
 
 
