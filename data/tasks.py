@@ -28,7 +28,7 @@ from data.continual import build_continual, split_classes
 from data.domains import DOMAINS, build_domains
 from data.encoders import require_effnet
 from data.idx import read_idx
-from data.local_test import with_local_tests
+from data.local_split import with_local_tests
 from data.errors import ConfigError
 from data.features import NO_FEATURES, encode_cached
 from data.text_encoders import require_minilm

@@ -60,7 +60,7 @@ def _site_bundle(cfg: AdapterConfig, arrays: DatasetArrays, seed: int, site: tup
         local[client_id] = np.arange(n, len(merged.y_train))
         arrays = merged
     else:
-        from data.local_test import with_local_tests
+        from data.local_split import with_local_tests
 
         clients[client_id] = np.arange(n)
         empty = np.zeros(0, dtype=np.int64)

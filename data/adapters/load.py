@@ -46,7 +46,7 @@ def adapter_task(cfg: AdapterConfig, seed: int, site: tuple[int, int] | None = N
 def _cached(key: str, seed: int, site: tuple[int, int] | None) -> TaskBundle:
     from data.adapters.bundle import bundle_of
 
-    from data.local_test import with_local_tests
+    from data.local_split import with_local_tests
 
     cfg = parse_adapter_config(json.loads(key))
     bundle = bundle_of(cfg, load_arrays(cfg), seed, site=site)

@@ -136,3 +136,13 @@ def test_hf_and_plugin_refusals_name_the_key(tmp_path: Path) -> None:
         load_task({"name": "tabular", "path": "x.csv", "label": "y", "partition": "column"}, seed=0)
     with pytest.raises(ConfigError, match="task.partition='folders'.* only task=imagefolder has"):
         load_task({"name": "tabular", "path": "x.csv", "label": "y", "partition": "folders"}, seed=0)
+
+
+def test_no_runtime_module_is_left_out_of_the_flower_app_bundle() -> None:
+    # `flwr run .` leaves **/*_test.py and **/test_*.py out of the FAB: a runtime module so named
+    # imports in tests and simulation but is missing on a SuperLink.
+    root = Path(__file__).resolve().parents[2]
+    packages = ("conf", "server", "client", "strategies", "models", "data", "simulation", "deploy")
+    named = [p for pkg in packages for p in (root / pkg).rglob("*.py")
+             if p.name.endswith("_test.py") or p.name.startswith("test_")]
+    assert named == []
