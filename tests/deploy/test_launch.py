@@ -167,3 +167,18 @@ def test_print_after_double_dash_still_only_prints(certdir: Path, capsys: pytest
     assert main(["superlink", "--certs", str(certdir), "--", "--log-file", "x.log", "--print"]) == 0
     cmd = shlex.split(capsys.readouterr().out.strip())
     assert cmd[0] == "flower-superlink" and cmd[-2:] == ["--log-file", "x.log"]
+
+
+def test_supernode_with_its_own_data(certdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    site = tmp_path / "site a"
+    site.mkdir()
+    cmd = _printed(capsys, ["supernode", "--certs", str(certdir), "--key", "1", "--superlink", "h:1",
+                            "--partition-id", "0", "--num-partitions", "3", "--data", str(site)])
+    from flwr.common.config import parse_config_args
+
+    ns = parse_supernode(cmd[1:])
+    assert parse_config_args([ns.node_config]) == {"partition-id": 0, "num-partitions": 3, "data": str(site)}
+    args = ["supernode", "--print", "--certs", str(certdir), "--key", "1", "--superlink", "h:1",
+            "--partition-id", "0", "--num-partitions", "3", "--data", str(tmp_path / "missing")]
+    assert main(args) == 2
+    assert "--data" in capsys.readouterr().err
