@@ -48,6 +48,13 @@ def task_defaults(name: str) -> dict[str, Any]:
     return values
 
 
+def reads_data_dir(task_cfg: Mapping[str, Any]) -> bool:
+    """True when the task reads task.data_dir (a node's data-dir is passed on only to such tasks)."""
+    name = task_cfg.get("name")
+    dataset = task_cfg.get("dataset") or (task_defaults(name).get("dataset") if name in TASK_NAMES else None)
+    return dataset in (*READS_DATA_DIR, "imagefolder")
+
+
 @dataclass(frozen=True)
 class ContinualConfig:
     """How a dataset becomes a stream of tasks."""

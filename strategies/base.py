@@ -127,8 +127,10 @@ class ClientEnv:
 
     def _task_cfg(self) -> dict[str, Any]:
         task_cfg = dict(self.cfg["task"])
+        from data.config import reads_data_dir
+
         data_dir = self.context.node_config.get("data-dir")
-        if data_dir:  # a deployed site points at its own copy of the files
+        if data_dir and reads_data_dir(task_cfg):  # a deployed site's copy of the files the task reads
             task_cfg["data_dir"] = str(data_dir)
         return task_cfg
 

@@ -51,3 +51,21 @@ def test_a_server_without_data_builds_the_task_from_the_config() -> None:
     with pytest.raises(ConfigError, match="the clients of a simulation read their data"):
         check_client_data(RUN)
     assert np.array_equal(spec.task_classes[0], list(range(5)))
+
+
+def _env(task: dict, node_config: dict):
+    from flwr.app import Context, RecordDict
+
+    from strategies.base import ClientEnv
+
+    context = Context(run_id=1, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+    return ClientEnv({"task": task, "seed": 0}, context)
+
+
+def test_a_nodes_data_dir_reaches_only_tasks_that_read_it_and_data_reaches_the_adapter(tmp_path: Path) -> None:
+    # docker-compose and k8s give every SuperNode data-dir=/data, whatever the run's task
+    env = _env({"name": "digits", "num_clients": 3}, {"partition-id": 0, "num-partitions": 3, "data-dir": "/data"})
+    assert env.task.num_clients == 3 and "data_dir" not in env._task_cfg()
+    folder = image_folder(tmp_path / "site", classes=["c0", "c2"], per_class=5)
+    env = _env({**RUN, "num_clients": 2}, {"partition-id": 1, "num-partitions": 2, "data": str(folder)})
+    assert env.task.client_size(1) + len(env.task.client_test(1)) == 10 and env.task.client_size(0) == 0
