@@ -94,8 +94,9 @@ def _saved(root: Path) -> tuple["pd.DataFrame", "pd.DataFrame | None", list[str]
         quiet = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()  # a cast bar per split is noise in a run's output
         try:
-            train = train.cast(datasets.Features({**train.features, **cast}))
-            test = test.cast(datasets.Features({**test.features, **cast})) if test is not None else None
+            train = train.cast(datasets.Features({**train.features, **cast}), keep_in_memory=True)
+            test = (test.cast(datasets.Features({**test.features, **cast}), keep_in_memory=True)
+                    if test is not None else None)
         finally:
             if quiet:
                 datasets.enable_progress_bars()
@@ -113,12 +114,23 @@ def _read(files: list[Path]) -> "pd.DataFrame":
             if path.suffix == ".parquet":
                 tables.append(pq.read_table(path).to_pandas())
             else:
-                with pa.memory_map(str(path)) as source:
-                    tables.append(pa.ipc.open_stream(source).read_all().to_pandas())
+                tables.append(_read_arrow(path).to_pandas())
         except Exception as err:
             raise ConfigError(f"{path}: cannot read this file ({type(err).__name__}: {err}) (task.path)",
                               key=KEY) from None
     return pd.concat(tables, ignore_index=True)
+
+
+def _read_arrow(path: Path) -> "Any":
+    """An .arrow file in the IPC stream format (what `datasets` writes) or the file format."""
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as source:
+        try:
+            return pa.ipc.open_stream(source).read_all()
+        except pa.ArrowInvalid:
+            source.seek(0)
+            return pa.ipc.open_file(source).read_all()
 
 
 def _images(cfg: HFConfig, root: Path, train: "pd.DataFrame", test: "pd.DataFrame | None",

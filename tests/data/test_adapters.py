@@ -92,12 +92,20 @@ def _hf_dataset(n: int = 60):
 def test_hf_save_to_disk_and_parquet_folder(tmp_path: Path) -> None:
     ds = _hf_dataset()
     ds.train_test_split(test_size=0.25, seed=0).save_to_disk(str(tmp_path / "saved"))
+    before = sorted(p.name for p in (tmp_path / "saved").rglob("*"))
     bundle = load_task({"name": "hf", "path": str(tmp_path / "saved"), "image_size": 14}, seed=0)
+    assert sorted(p.name for p in (tmp_path / "saved").rglob("*")) == before  # no cache files written there
     assert (bundle.input_shape, bundle.num_classes, len(bundle.test())) == ((3, 14, 14), 3, 15)
     (tmp_path / "pq").mkdir()
     ds.to_parquet(str(tmp_path / "pq" / "train.parquet"))
     bundle = load_task({"name": "hf", "path": str(tmp_path / "pq"), "channels": 1}, seed=0)
     assert bundle.input_shape == (1, 32, 32) and len(bundle.test()) == 12
+    (tmp_path / "arrow").mkdir()  # the arrow files `datasets` wrote, train and test by name
+    for split in ("train", "test"):
+        for i, arrow in enumerate(sorted((tmp_path / "saved" / split).glob("data-*.arrow"))):
+            (tmp_path / "arrow" / f"{split}-{i}.arrow").write_bytes(arrow.read_bytes())
+    bundle = load_task({"name": "hf", "path": str(tmp_path / "arrow"), "num_clients": 2}, seed=0)
+    assert len(bundle.test()) == 15 and bundle.num_classes == 3  # labels as values: 0, 1, 2
 
 
 def register_dataset_plugin(site: Path) -> list[Path]:
