@@ -25,13 +25,14 @@ def refused(tmp_path: Path, overrides: list[str], extra: list[Path] = ()) -> str
     (fake / "ray" / "__init__.py").write_text(NO_RAY)
     t0, cpu0 = time.monotonic(), _children_cpu()
     result = run_corolla(["run", *overrides, "num_rounds=1", "progress=false", "plots=false",
-                          f"out_dir={tmp_path / 'runs'}"], timeout=60, extra_pythonpath=[fake, *extra], check=False)
+                          f"out_dir={tmp_path / 'runs'}"], timeout=180, extra_pythonpath=[fake, *extra], check=False)
     seconds, cpu = time.monotonic() - t0, _children_cpu() - cpu0
     output = result.stdout + result.stderr
     assert result.returncode != 0, output[-3000:]
     assert "RAY WAS IMPORTED" not in output and "ConfigError" in output, output[-3000:]
-    # The work takes < 10 s; on a box shared by many test runs the wall clock may stretch past it.
-    assert cpu < 10 and seconds < 30, f"took {cpu:.1f}s of CPU, {seconds:.1f}s of wall clock"
+    # The work takes < 10 s of CPU; on a box shared by many test runs the wall clock stretches far
+    # past it (load 30 on 2 cores here), so the wall-clock bound is only a backstop.
+    assert cpu < 10 and seconds < 120, f"took {cpu:.1f}s of CPU, {seconds:.1f}s of wall clock"
     return output
 
 
