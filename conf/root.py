@@ -36,6 +36,8 @@ class EvaluateSection(Section):
     IGNORED: ClassVar[frozenset[str]] = frozenset()
     batch_size: int = field(metadata=between(1))
     split: Literal["test", "val"]
+    where: Literal["server", "clients", "both"]
+    every: int = field(metadata=between(1))
 
 
 @dataclass(frozen=True)
