@@ -1,4 +1,4 @@
-"""GGEUR's math, free of Flower: class statistics as sums, pooled geometry, reduction, generation.
+"""GGEUR's statistics maths, free of Flower: class sums, reductions, the pooled class geometry.
 
 Notation: d is the feature dimension, r the dimension the second moments live in (r = d without a
 reduction; otherwise the columns of an orthonormal basis P, d x r), C the number of classes.
@@ -20,11 +20,11 @@ Reductions that keep the payload bounded (r << d):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-
-NOISES = ("geometry", "isotropic", "none")
 
 
 # ---- packing of symmetric matrices ------------------------------------------------------------
@@ -186,62 +186,130 @@ def guided_subset(counts: np.ndarray, fraction: float) -> np.ndarray:
     return mask
 
 
-# ---- client side: generation ------------------------------------------------------------------
+# ---- server side: from the clients' sums to the geometry --------------------------------------
 
-def sample_noise(count: int, eigvals: np.ndarray, eigvecs: np.ndarray, rng: np.random.Generator,
-                 *, basis: np.ndarray | None = None, noise: str = "geometry",
-                 dim: int | None = None) -> np.ndarray:
-    """``count`` draws (count, d) of the class's noise.
+@dataclass
+class ClientStats:
+    """One client's statistics as the server holds them: partition, domain and class sums."""
 
-    geometry: P sum_j eps_j sqrt(lambda_j) xi_j, covariance P V diag(lambda) V^T P^T;
-    isotropic: N(0, sigma^2 I_d) with sigma^2 = sum(lambda) / d (the same total variance);
-    none: zeros (plain oversampling).
+    partition: int
+    domain: str
+    sums: ClassSums
+
+
+def small_classes(clients: list[ClientStats], minimum: int) -> list[tuple[int, int, int]]:
+    """(partition, class, count) of every client class with 0 < count < ``minimum`` real samples."""
+    return [(s.partition, c, int(s.sums.n[c])) for s in clients for c in range(len(s.sums.n))
+            if 0 < s.sums.n[c] < minimum]
+
+
+@dataclass
+class Geometry:
+    """The pooled class geometry (float32 eigenpairs per class; r = d without a reduction)."""
+
+    eigvals: np.ndarray            # (C, k)
+    eigvecs: np.ndarray            # (C, r, k)
+    mean: np.ndarray               # (C, d) pooled class means
+    counts: np.ndarray             # (C,) real samples per class over all clients
+    targets: np.ndarray            # (C,) the count every client fills a class it holds to
+    basis: np.ndarray | None       # (d, r) the reduction's basis, None without one
+    prototypes: dict[str, np.ndarray] = field(default_factory=dict)        # domain -> (C, d) means
+    prototype_counts: dict[str, np.ndarray] = field(default_factory=dict)  # domain -> (C,) counts
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain arrays and dicts (what a checkpoint stores)."""
+        return {"eigvals": self.eigvals, "eigvecs": self.eigvecs, "mean": self.mean,
+                "counts": self.counts, "targets": self.targets, "basis": self.basis,
+                "prototypes": self.prototypes, "prototype_counts": self.prototype_counts}
+
+    @staticmethod
+    def from_state(state: dict[str, Any]) -> "Geometry":
+        """Inverse of `to_state`."""
+        return Geometry(**state)
+
+
+def pool_geometry(clients: list[ClientStats], *, num_classes: int, d: int, r: int,
+                  basis: np.ndarray | None, top_k: int | None, amplify: float, amplify_top: int,
+                  guided_fraction: float | None, target_count: int | str,
+                  multi_domain: bool) -> Geometry:
+    """Pool the clients' sums (in the order given) into each class's mean and top-k eigenpairs.
+
+    ``guided_fraction`` keeps, per class, only the largest clients' sums (`guided_subset`);
+    ``target_count`` is "global" (the class's count over all clients) or a fixed integer;
+    ``multi_domain`` adds each domain's class means as prototypes.
     """
-    d = dim if dim is not None else (basis.shape[0] if basis is not None else eigvecs.shape[0])
-    dtype = np.float32 if eigvecs.dtype == np.float32 else np.float64
-    if noise == "none" or count == 0:
-        return np.zeros((count, d), dtype)
-    if noise == "isotropic":
-        sigma = np.sqrt(max(float(eigvals.sum()), 0.0) / d)
-        return (sigma * rng.standard_normal((count, d), dtype=dtype)).astype(dtype)
-    if noise != "geometry":
-        raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
-    eps = rng.standard_normal((count, len(eigvals)), dtype=dtype)
-    z = (eps * np.sqrt(eigvals).astype(dtype)) @ eigvecs.T.astype(dtype)  # (count, r)
-    return z if basis is None else z @ basis.T.astype(dtype)
+    C = num_classes
+    counts = np.stack([s.sums.n for s in clients])  # (K, C)
+    mask = guided_subset(counts, guided_fraction) if guided_fraction is not None else counts > 0
+    pooled = ClassSums.zeros(C, d, r)
+    for k, client in enumerate(clients):
+        keep, s = mask[k], client.sums
+        pooled = pooled + ClassSums(np.where(keep, s.n, 0), s.s1 * keep[:, None], s.s2 * keep[:, None, None])
+    mean, cov = pooled_moments(pooled, basis)
+    eigvals, eigvecs = eigen_geometry(cov, top_k, amplify=amplify, amplify_top=amplify_top)
+    global_counts = counts.sum(0)
+    targets = (global_counts if target_count == "global" else np.full(C, int(target_count))).astype(np.int64)
+    protos: dict[str, np.ndarray] = {}
+    proto_counts: dict[str, np.ndarray] = {}
+    if multi_domain:
+        for client in clients:
+            dom, s = client.domain, client.sums
+            protos[dom] = protos.get(dom, np.zeros((C, d))) + s.s1
+            proto_counts[dom] = proto_counts.get(dom, np.zeros(C)) + s.n
+        protos = {dom: protos[dom] / np.maximum(proto_counts[dom], 1)[:, None] for dom in protos}
+    return Geometry(
+        eigvals=eigvals.astype(np.float32), eigvecs=eigvecs.astype(np.float32),
+        mean=mean.astype(np.float32), counts=global_counts.astype(np.int64), targets=targets,
+        basis=None if basis is None else basis.astype(np.float32),
+        prototypes={dom: p.astype(np.float32) for dom, p in protos.items()},
+        prototype_counts={dom: c.astype(np.int64) for dom, c in proto_counts.items()},
+    )
 
 
-def expand_class(x: np.ndarray, target: int, eigvals: np.ndarray, eigvecs: np.ndarray,
-                 rng: np.random.Generator, *, basis: np.ndarray | None = None,
-                 noise: str = "geometry") -> np.ndarray:
-    """New samples (target - m, d) around the class's m real samples ``x``; none if m >= target.
-
-    Every real sample serves as a centre equally often (a shuffled round-robin), so no sample
-    is favoured the way truncating per-sample batches would favour the first ones.
-    """
-    m = len(x)
-    need = int(target) - m
-    if m == 0 or need <= 0:
-        return np.zeros((0, x.shape[1] if x.ndim == 2 else 0))
-    reps = -(-need // m)
-    centres = np.concatenate([rng.permutation(m) for _ in range(reps)])[:need]
-    return x[centres] + sample_noise(need, eigvals, eigvecs, rng, basis=basis, noise=noise, dim=x.shape[1])
+def geometry_digest(geometry: Geometry, settings: str) -> str:
+    """A short hash of the geometry and the generation ``settings``: equal digests, equal samples."""
+    h = hashlib.sha256()
+    for array in (geometry.eigvals, geometry.eigvecs, geometry.targets, geometry.mean):
+        h.update(np.ascontiguousarray(array).tobytes())
+    h.update(settings.encode())
+    return h.hexdigest()[:16]
 
 
-def around_points(points: np.ndarray, count: int, eigvals: np.ndarray, eigvecs: np.ndarray,
-                  rng: np.random.Generator, *, basis: np.ndarray | None = None,
-                  noise: str = "geometry") -> np.ndarray:
-    """``count`` samples (count, d) spread evenly over ``points`` (e.g. other domains' prototypes)."""
-    if count <= 0 or len(points) == 0:
-        return np.zeros((0, points.shape[1]))
-    centres = np.arange(count) % len(points)
-    return points[centres] + sample_noise(count, eigvals, eigvecs, rng, basis=basis, noise=noise,
-                                          dim=points.shape[1])
+@dataclass
+class Selection:
+    """The part of the geometry one client gets: classes, and the prototypes that serve them."""
+
+    classes: np.ndarray                     # (m,) int64, ascending
+    prototypes: np.ndarray | None           # (p, d) float32, or None
+    prototype_classes: np.ndarray | None    # (p,) int64
 
 
-def split_evenly(total: int, parts: int) -> list[int]:
-    """``total`` as ``parts`` integers that differ by at most one (the first ones larger)."""
-    if parts <= 0:
-        return []
-    base, extra = divmod(max(int(total), 0), parts)
-    return [base + (1 if i < extra else 0) for i in range(parts)]
+def select_for(geometry: Geometry, *, classes_held: list[int] | None, domain: str | None,
+               multi_domain: bool, global_prototypes: bool) -> Selection:
+    """What one client needs: the classes it holds (every held class if unknown: ``None``), the
+    other domains' class means (multi-domain), the pooled means (``global_prototypes``), and
+    every class those prototypes stand for."""
+    held = geometry.counts > 0
+    proto_rows, proto_classes = [], []
+    if multi_domain:
+        for dom, protos in sorted(geometry.prototypes.items()):
+            if dom == domain:
+                continue
+            have = np.flatnonzero(geometry.prototype_counts[dom] > 0)
+            proto_rows.append(protos[have])
+            proto_classes.append(have)
+    if global_prototypes:  # every class's pooled mean is one more prototype
+        have = np.flatnonzero(held)
+        proto_rows.append(geometry.mean[have])
+        proto_classes.append(have)
+    if classes_held is not None:
+        wanted = set(classes_held)
+        if multi_domain or global_prototypes:
+            wanted |= {int(c) for cs in proto_classes for c in cs}
+        classes = np.array(sorted(c for c in wanted if held[c]), dtype=np.int64)
+    else:  # a client whose statistics never came (failed, or a resumed run): every class
+        classes = np.flatnonzero(held).astype(np.int64)
+    if not proto_rows:
+        return Selection(classes, None, None)
+    return Selection(classes, np.concatenate(proto_rows).astype(np.float32),
+                     np.concatenate(proto_classes).astype(np.int64))
