@@ -20,6 +20,7 @@ from strategies.ggeur import geometry as geo
 from strategies.ggeur import protocol as proto
 from strategies.ggeur.augment import generate
 from strategies.ggeur.config import GGEURConfig
+from strategies.registry import get_strategy
 
 log = logging.getLogger("corolla")
 
@@ -95,8 +96,6 @@ class GGEURClient(ClientHalf):
         return self.env.strategy_config
 
     def base_client(self, env: ClientEnv | None = None) -> ClientHalf:
-        from strategies.registry import get_strategy
-
         return get_strategy(self.config.base).client(env if env is not None else base_env(self.env, self.config))
 
     def handle(self, message: Message) -> Message:

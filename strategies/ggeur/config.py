@@ -8,6 +8,7 @@ from typing import Any, Literal
 from conf.errors import ConfigError
 from conf.typed import Section, between
 from strategies.ggeur.augment import Noise
+from strategies.registry import check_strategy_config
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,6 @@ class GGEURConfig(Section):
 
     def check(self, prefix: str) -> None:
         """The base must be another strategy, and the keys GGEUR passes on must be its own."""
-        from strategies.registry import check_strategy_config
-
         if self.base == "ggeur":
             raise ConfigError(f"{prefix}.base=ggeur: GGEUR needs another strategy as its base (fedavg, "
                               "fedprox, ...)", key=f"{prefix}.base")

@@ -19,6 +19,7 @@ from strategies.ggeur import protocol as proto
 from strategies.ggeur.augment import GeometryPayload
 from strategies.ggeur.config import GGEURConfig
 from strategies.payload import record_nbytes
+from strategies.registry import build_server_strategy
 
 log = logging.getLogger("corolla")
 
@@ -34,8 +35,6 @@ class GGEURServer(CorollaStrategy, Strategy):
     NODE_WAIT_S: ClassVar[float] = 60.0
 
     def __init__(self, *, config: GGEURConfig) -> None:
-        from strategies.registry import build_server_strategy
-
         self.config = config
         self.base = build_server_strategy(config.base_section())
         # The pooled geometry (None until the statistics phase ran) and what it cost.

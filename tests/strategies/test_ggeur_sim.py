@@ -35,3 +35,15 @@ def test_ggeur_digits_dirichlet_simulation(tmp_path: Path) -> None:
         assert r["ggeur-has-geometry"] == 1.0
         assert r["ggeur-augmented-examples"] > r["ggeur-real-examples"]
     assert sum(r["ggeur_geometry_messages"] for r in records) <= 10  # sent once per client
+
+
+def test_a_bad_ggeur_setting_stops_corolla_run_before_any_engine(tmp_path: Path) -> None:
+    """As a user types it: a GGEUR key and a key its base does not take both fail before Ray starts."""
+    for override, message in (("strategy.noise=gaussian", "strategy.noise='gaussian' is not a valid choice"),
+                              ("+strategy.proximal_mu=0.1", "strategy.proximal_mu")):
+        result = run_corolla(["run", "strategy=ggeur", "task=digits-dirichlet", "model=linear", "num_rounds=1",
+                              "progress=false", "plots=false", f"out_dir={tmp_path}/runs", override],
+                             check=False, timeout=120)
+        assert result.returncode != 0
+        assert message in result.stdout + result.stderr
+        assert not list((tmp_path / "runs").rglob("metrics.jsonl"))
