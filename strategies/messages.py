@@ -11,3 +11,4 @@ TRAIN = "train"
 EVALUATE = "evaluate"
 HELLO = "query.hello"          # corolla's own: which partition a node holds (server/grid.py, client/app.py)
 FOT_SKETCH = "query.sketch"    # FOT: a sketch of the finished task's layer inputs
+GGEUR_STATS = "query.stats"    # GGEUR: class statistics (and PCA's sketch) before round 1's training

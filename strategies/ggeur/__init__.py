@@ -29,10 +29,10 @@ message keys, each record's pack and parse), `geometry` and `augment` (the maths
 
 from __future__ import annotations
 
-from strategies.base import StrategyDef
 from strategies.ggeur.client import AUGMENTED, GGEURClient
 from strategies.ggeur.config import GGEURConfig
 from strategies.ggeur.server import GGEURServer
+from strategies.registry import StrategyDef
 
 STRATEGY = StrategyDef(name="ggeur", server=GGEURServer, client=GGEURClient, config=GGEURConfig,
                        description="GGEUR (Dai et al., 2025): geometry-guided embedding augmentation "

@@ -20,6 +20,7 @@ from strategies.ggeur import geometry as geo
 from strategies.ggeur import protocol as proto
 from strategies.ggeur.augment import generate
 from strategies.ggeur.config import GGEURConfig
+from strategies.messages import EVALUATE, TRAIN
 from strategies.registry import get_strategy
 
 log = logging.getLogger("corolla")
@@ -88,8 +89,7 @@ def base_env(env: ClientEnv, config: GGEURConfig, *, task: Any = None,
 class GGEURClient(ClientHalf):
     """Class statistics, then the base strategy's client half on augmented local embeddings."""
 
-    message_types: ClassVar[dict[str, str]] = {proto.STATS: "stats", "train": "train",
-                                               "evaluate": "evaluate"}
+    message_types: ClassVar[dict[str, str]] = {proto.STATS: "stats", TRAIN: "train", EVALUATE: "evaluate"}
 
     @property
     def config(self) -> GGEURConfig:

@@ -14,8 +14,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 
 from strategies.ggeur.augment import GeometryPayload
 from strategies.ggeur.geometry import ClassSums, ClientStats, pack_sym, unpack_sym
+from strategies.messages import GGEUR_STATS
 
-STATS = "query.stats"            # the message type of both statistics phases
+STATS = GGEUR_STATS              # the message type of both statistics phases
 
 # Records and keys of the statistics phase.
 BASIS_RECORD = "ggeur.basis"     # ArrayRecord {"basis": (d, r)} with reduce=pca

@@ -133,7 +133,7 @@ def test_bad_config_names_the_key() -> None:
     assert err.value.key == "strategy.noise"
     with pytest.raises(ConfigError, match="proximal_mu") as err:
         GGEURConfig.parse(_section(base="fedavg", proximal_mu=0.1))  # FedAvg has no mu
-    # REBASE-CHECK assert err.value.key == "strategy.proximal_mu"
+    assert err.value.key == "strategy.proximal_mu"
     assert GGEURServer(config=GGEURConfig.parse(_section(base="fedprox", proximal_mu=0.1))).base.proximal_mu == 0.1
     with pytest.raises(ConfigError, match="base=ggeur"):
         GGEURConfig.parse(_section(base="ggeur"))
