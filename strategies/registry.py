@@ -47,10 +47,6 @@ class StrategyDef:
 # Config keys that configure corolla itself, not the server half's constructor.
 RESERVED_KEYS = frozenset({"name", "client"})
 
-
-# Transition alias: GGEUR (strategies/ggeur.py) and its tests still catch this name.
-StrategyConfigError = ConfigError
-
 __all__ = ["ENTRY_POINT_GROUP", "RESERVED_KEYS", "StrategyDef", "all_message_types", "available_strategies",
            "build_server_strategy", "check_strategy_config", "get_strategy", "parse_strategy_config",
            "plugin_conf_dirs", "refresh", "server_kwargs"]
