@@ -24,6 +24,10 @@ BUILTIN: dict[str, str] = {
     "ggeur": "strategies.ggeur:STRATEGY",
     "creamfl": "strategies.creamfl:STRATEGY",
 }
+# Flower's own strategies, each under its Flower name (strategies/flower.py).
+BUILTIN.update({name: f"strategies.flower:{name.upper()}" for name in (
+    "fedadam", "fedyogi", "fedadagrad", "fedavgm", "qfedavg", "fedmedian", "fedtrimmedavg", "krum",
+    "multikrum", "bulyan")})
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,6 @@ def register_plugin(site: Path, dist: str, entry_points: dict[str, str]) -> Path
 
 def plugin_pythonpath(tmp_path: Path) -> list[Path]:
     """sys.path entries that make the example plugin and the test plugins discoverable."""
-    site = register_plugin(tmp_path / "site", "corolla-fedmedian", {"fedmedian": "corolla_fedmedian.strategy:STRATEGY"})
+    site = register_plugin(tmp_path / "site", "corolla-fedmedian", {"mymedian": "corolla_fedmedian.strategy:STRATEGY"})
     register_plugin(site, "corolla-test-plugins", {"faulty": "corolla_test_plugins.faulty:STRATEGY"})
     return [site, FEDMEDIAN_SRC, TEST_PLUGINS_SRC]

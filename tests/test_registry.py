@@ -82,12 +82,12 @@ def test_plugins_are_found_through_entry_points(tmp_path: Path, monkeypatch: pyt
     registry.refresh()
     try:
         found = registry.available_strategies()
-        assert found["fedmedian"] == "plugin corolla_fedmedian.strategy:STRATEGY"
-        definition = registry.get_strategy("fedmedian")
+        assert found["mymedian"] == "plugin corolla_fedmedian.strategy:STRATEGY"
+        definition = registry.get_strategy("mymedian")
         assert definition.server.__name__ == "FedMedianServer"
         assert definition.config.__name__ == "FedMedianConfig"
         conf_dirs = registry.plugin_conf_dirs()
-        assert any((d / "strategy" / "fedmedian.yaml").exists() for d in conf_dirs)
+        assert any((d / "strategy" / "mymedian.yaml").exists() for d in conf_dirs)
         assert "query.hello" not in registry.all_message_types()  # corolla's own, not a strategy's
     finally:
         registry.refresh()

@@ -1,4 +1,4 @@
-"""FedMedian as a corolla plugin: a typed config, a server half, a client half and their StrategyDef."""
+"""FedMedian as a corolla plugin named `mymedian` (the built-in `fedmedian` is Flower's own FedMedian)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class FedMedianConfig(FedAvgConfig):
     """The strategy section, parsed and checked before any engine starts.
 
     FedAvg's sampling keys come with `FedAvgConfig`; the defaults of every key live in
-    conf/strategy/fedmedian.yaml, not here.
+    conf/strategy/mymedian.yaml, not here.
     """
 
     # Clients clip their update w_local - w_global to this L2 norm before replying (null: off).
@@ -59,5 +59,5 @@ class FedMedianClient(WeightsClient):
         return reply
 
 
-STRATEGY = StrategyDef(name="fedmedian", server=FedMedianServer, client=FedMedianClient, config=FedMedianConfig,
+STRATEGY = StrategyDef(name="mymedian", server=FedMedianServer, client=FedMedianClient, config=FedMedianConfig,
                        description="FedMedian (example plugin)")

@@ -15,7 +15,7 @@ import pytest
 from conf.errors import ConfigError
 from strategies import registry
 
-NAME = "fedmedian"                                   # rename: your strategy's name
+NAME = "mymedian"                                    # rename: your strategy's name
 TARGET = "corolla_fedmedian.strategy:STRATEGY"       # rename: your module's StrategyDef
 PLUGIN_ROOT = Path(__file__).resolve().parents[1]    # the directory holding the plugin's pyproject.toml
 TWO_ROUNDS = [f"strategy={NAME}", "task=digits", "model=mlp", "task.num_clients=4", "num_rounds=2",
