@@ -25,6 +25,7 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise ConfigError(f"the config has no '{key}' section; compose it from conf/ (corolla run ...)")
     check_root(cfg)  # types and ranges first: later checks may convert values
     check_strategy_config(cfg["strategy"])
+    check_attack(cfg)
     check_task_config(cfg["task"], seed=int(cfg["seed"]) if isinstance(cfg["seed"], int) else 0)
     if cfg["model"].get("name") == "custom":  # built and run on one batch of the task's shape
         from data import server_task
@@ -75,3 +76,18 @@ def rounds_per_task(cfg: dict[str, Any]) -> int:
     """Rounds each continual task gets (all rounds for a single task)."""
     continual = cfg["task"].get("continual")
     return int(cfg["num_rounds"]) // int(continual["num_tasks"]) if continual else int(cfg["num_rounds"])
+
+
+def check_attack(cfg: dict[str, Any]) -> None:
+    """An attack needs a strategy whose clients send weights (the weights client applies it)."""
+    from strategies.attacks import parse_attack
+    from strategies.fedavg import WeightsClient
+    from strategies.registry import get_strategy
+
+    if not parse_attack(cfg.get("attack")).active:
+        return
+    strategy = cfg["strategy"]
+    name = str(strategy.get("base") or strategy["name"]) if strategy["name"] == "ggeur" else str(strategy["name"])
+    if not issubclass(get_strategy(name).client, WeightsClient):
+        raise ConfigError(f"attack={cfg['attack']['name']} acts on the model weights clients send, but "
+                          f"strategy={strategy['name']} does not send them: use attack=none with it")

@@ -16,6 +16,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from conf.errors import first_line
+from strategies.attacks import ATTACKER_METRIC
 from strategies.base import ServerEnv, derive_seed
 
 log = logging.getLogger("corolla")
@@ -55,6 +56,7 @@ class RoundStats:
     started: float = field(default_factory=time.monotonic)
     train_metrics: dict[str, float] = field(default_factory=dict)
     server_s: float = 0.0   # the strategy's own time: configure_train + aggregate_train
+    attackers: list[int] | None = None   # partitions whose replies said they attacked (attack=...)
 
     @property
     def failures(self) -> int:
@@ -131,6 +133,9 @@ class RoundGuard(Strategy):
                             self.partition_of(node), reason)
                 continue
             good.append(reply)
+            claims = next(iter(reply.content.metric_records.values()), {})
+            if ATTACKER_METRIC in claims:
+                stats.attackers = (stats.attackers or []) + ([self.order_key(node)] if claims[ATTACKER_METRIC] else [])
         if stats.sent and stats.failures / stats.sent > self.max_failure_fraction:
             raise TooManyFailures(
                 f"round {rnd}: {stats.failures} of {stats.sent} replies failed, more than "
@@ -145,7 +150,8 @@ class RoundGuard(Strategy):
         if arrays is not None and self._sent_arrays is not None:
             arrays = _match_dtypes(arrays, self._sent_arrays)
         if metrics is not None:
-            stats.train_metrics = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            stats.train_metrics = {k: float(v) for k, v in metrics.items()
+                                   if isinstance(v, (int, float)) and k != ATTACKER_METRIC}
         return arrays, metrics
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,

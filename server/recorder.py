@@ -117,6 +117,8 @@ class RunRecorder:
         stats = self.guard.rounds.get(rnd)
         if stats:
             record.update({k: v for k, v in stats.train_metrics.items() if k != "num-examples"})
+            if stats.attackers is not None:
+                record["attackers"] = sorted(stats.attackers)
         record.update(self.strategy.round_metrics(rnd))
         self._append(record)
         self.final_arrays = arrays

@@ -11,6 +11,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from conf.typed import Section, between
 from models.training import LossTerm, TrainConfig, evaluate, train_local
+from strategies.attacks import ATTACKER_METRIC, AttackConfig, attackers, flip_labels, parse_attack, poison_weights
 from strategies.base import ClientHalf, CorollaStrategy, ServerEnv, StrategyDef
 from strategies.messages import EVALUATE, TRAIN
 
@@ -73,6 +74,13 @@ class WeightsClient(ClientHalf):
         """A hook run after each backward pass, before the optimizer step (e.g. freezing layers)."""
         return None
 
+    def attack(self) -> AttackConfig | None:
+        """The run's attack if this client is one of its attackers (drawn from the seed), else None."""
+        attack = parse_attack(self.env.cfg.get("attack"))
+        chosen = attackers(seed=int(self.env.cfg["seed"]), num_clients=self.env.num_partitions,
+                           fraction=attack.fraction)
+        return attack if attack.active and self.env.partition_id in chosen else None
+
     def load_global(self, message: Message) -> torch.nn.Module:
         model = self.env.model_to_overwrite()
         model.load_state_dict(message.content["arrays"].to_torch_state_dict())
@@ -84,8 +92,11 @@ class WeightsClient(ClientHalf):
         task_id = int(config.get("task-id", 0))
         model = self.load_global(message)
         split = self.env.task.client_train(self.env.partition_id, task_id)
+        attack = self.attack()
+        sent = {k: v.detach().clone() for k, v in model.state_dict().items()} if attack else {}
+        labels = flip_labels(split.y, self.env.task.num_classes) if attack and attack.name == "label-flip" else split.y
         result = train_local(
-            model, split.x, split.y, TrainConfig.from_mapping(self.env.cfg["train"]),
+            model, split.x, labels, TrainConfig.from_mapping(self.env.cfg["train"]),
             device=self.env.device, seed=self.env.seed_for(server_round),
             class_mask=self.env.class_mask(task_id),
             loss_terms=self.loss_terms(config, model),
@@ -93,7 +104,13 @@ class WeightsClient(ClientHalf):
         )
         metrics = MetricRecord({"num-examples": result.num_examples, "train_loss": result.loss,
                                 "train_accuracy": result.accuracy})
-        arrays = ArrayRecord(model.to("cpu").state_dict())
+        weights = model.to("cpu").state_dict()
+        if attack:
+            weights = poison_weights(weights, sent, mode=attack.name, scale=attack.scale,
+                                     seed=self.env.seed_for(server_round, "attack"))
+        if parse_attack(self.env.cfg.get("attack")).active:
+            metrics[ATTACKER_METRIC] = 1.0 if attack else 0.0
+        arrays = ArrayRecord(weights)
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
 
     def evaluate(self, message: Message) -> Message:
