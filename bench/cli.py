@@ -13,6 +13,7 @@ BENCHES: dict[str, str] = {
     "ggeur": "bench.ggeur:run",
     "fot": "bench.fot:run",
     "chaos": "bench.chaos:run",
+    "robust": "bench.robust:run",
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
