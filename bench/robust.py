@@ -32,7 +32,7 @@ SETTINGS: dict[str, tuple[str, float]] = {
     "clean": ("none", 0.0),
     **{f"{attack}/{pct}": (attack, pct / 100) for attack in ("sign-flip", "gaussian") for pct in (10, 20, 30)},
 }
-LR_GRID = (0.02, 0.05, 0.1)
+LR_GRID = (0.02, 0.05, 0.1, 0.2)
 SIZES = {
     True: {"task": ["task=digits", "model=mlp"], "clients": 10, "rounds": 6, "seeds": (0,)},
     False: {"task": ["task=fmnist-dirichlet", "task.alpha=0.3", "model=cnn"], "clients": 20, "rounds": 20,
