@@ -81,13 +81,12 @@ def rounds_per_task(cfg: dict[str, Any]) -> int:
 def check_attack(cfg: dict[str, Any]) -> None:
     """An attack needs a strategy whose clients send weights (the weights client applies it)."""
     from strategies.attacks import parse_attack
-    from strategies.fedavg import WeightsClient
     from strategies.registry import get_strategy
 
     if not parse_attack(cfg.get("attack")).active:
         return
     strategy = cfg["strategy"]
     name = str(strategy.get("base") or strategy["name"]) if strategy["name"] == "ggeur" else str(strategy["name"])
-    if not issubclass(get_strategy(name).client, WeightsClient):
+    if not get_strategy(name).client.applies_attacks:
         raise ConfigError(f"attack={cfg['attack']['name']} acts on the model weights clients send, but "
                           f"strategy={strategy['name']} does not send them: use attack=none with it")

@@ -188,6 +188,7 @@ class ClientHalf:
     """
 
     message_types: ClassVar[dict[str, str]] = {}
+    applies_attacks: ClassVar[bool] = False   # True: its replies carry model weights an attack can poison
 
     def __init__(self, env: ClientEnv) -> None:
         self.env = env

@@ -65,6 +65,7 @@ class WeightsClient(ClientHalf):
     """Client half for strategies that send model weights: load, train locally, reply weights."""
 
     message_types: ClassVar[dict[str, str]] = {TRAIN: "train", EVALUATE: "evaluate"}
+    applies_attacks: ClassVar[bool] = True
 
     def loss_terms(self, config: ConfigRecord, global_model: torch.nn.Module) -> list[LossTerm]:
         """Extra loss terms for the local objective (FedProx adds its proximal term here)."""

@@ -26,7 +26,7 @@ def test_aggregators_get_the_attackers_count_capped_by_their_rule() -> None:
 
 @pytest.mark.parametrize("quick", [True, False])
 def test_every_run_of_the_bench_has_a_valid_config(quick: bool) -> None:
-    from client.runconfig import compose
+    from conf.compose import compose
     from server.config_check import check_config
 
     for setting in robust.SETTINGS:
