@@ -34,8 +34,13 @@ class FlowerServer(FedAvgServer):
     """
 
     STATE: ClassVar[tuple[str, ...]] = ()
+    NAME: ClassVar[str] = ""   # the registered name, whose YAML fills a config built from keywords
 
-    def __init__(self, *, config: FedAvgConfig) -> None:
+    def __init__(self, *, config: FedAvgConfig | None = None, **kwargs: Any) -> None:
+        if config is None:  # built from keyword arguments (GGEUR's base section): the YAML fills the rest
+            from strategies.registry import parse_strategy_config
+
+            config = parse_strategy_config({"name": self.NAME, **kwargs})
         super().__init__(config=config, **self.strategy_kwargs(config))
 
     def strategy_kwargs(self, config: FedAvgConfig) -> dict[str, Any]:
@@ -194,7 +199,8 @@ class BulyanServer(_Byzantine, Bulyan):
     MIN_REPLIES = (4, 3)
 
 
-def _define(name: str, server: type, config: type, description: str) -> StrategyDef:
+def _define(name: str, server: type[FlowerServer], config: type, description: str) -> StrategyDef:
+    server.NAME = name
     return StrategyDef(name=name, server=server, client=WeightsClient, config=config, description=description)
 
 

@@ -144,3 +144,14 @@ def test_resume_without_the_saved_moments_would_differ(tmp_path: Path) -> None:
     run_inline(overrides, cut)
     expected, got = final_state(tmp_path / "full")["model"], final_state(cut)["model"]
     assert any(not torch.equal(expected[k], got[k]) for k in expected)
+
+
+def test_ggeur_runs_over_a_flower_strategy(tmp_path: Path) -> None:
+    """Every strategy here is a valid strategy.base for GGEUR; FedAdam's moments ride in GGEUR's checkpoint."""
+    overrides = ["strategy=ggeur", "strategy.base=fedadam", "task=digits-dirichlet", "task.alpha=0.1",
+                 "model=linear", "task.num_clients=6", "num_rounds=2", "plots=false", "progress=false"]
+    summary, records, run_dir = run_inline(overrides, tmp_path / "ggeur")
+    assert summary["strategy"] == "ggeur" and [r["round"] for r in records] == [1, 2]
+    assert all(r["num_failures"] == 0 for r in records)
+    base = final_state(run_dir)["strategy"]["base"]
+    assert base["m_t"] is not None and base["v_t"] is not None
