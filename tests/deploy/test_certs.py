@@ -34,11 +34,11 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_files_and_private_key_modes(made: Path) -> None:
     names = {p.name for p in made.iterdir()}
-    assert names == {"ca.crt", "ca.key", "superlink.crt", "superlink.key", *(f"supernode-{i}.key" for i in (1, 2, 3)),
-                     *(f"supernode-{i}.pub" for i in (1, 2, 3))}
+    assert names == {"ca.crt", "ca.key", "superlink.crt", "superlink.key", "operator.crt", "operator.key",
+                     "superexec.secret", *(f"supernode-{i}.{ext}" for i in (1, 2, 3) for ext in ("key", "pub", "secret"))}
     for path in made.iterdir():
         mode = stat.S_IMODE(path.stat().st_mode)
-        if path.suffix == ".key":
+        if path.suffix in (".key", ".secret"):
             assert mode == 0o600, (path.name, oct(mode))
         else:
             assert mode & 0o077 in (0o044, 0o004, 0o040, 0), (path.name, oct(mode))
@@ -132,3 +132,54 @@ def test_generate_api(tmp_path: Path) -> None:
     assert [f.name for f in files][:4] == ["ca.key", "ca.crt", "superlink.key", "superlink.crt"]
     ips = _sans(_cert(tmp_path / "x" / "superlink.crt"))[1]
     assert ipaddress.ip_address(ips[0]) == ipaddress.ip_address("::1")
+
+
+def test_secrets_are_distinct_random_bytes(made: Path) -> None:
+    """Flower reads a SuperExec secret as raw bytes: 64 hex characters, no newline; one per SuperLink/site."""
+    values = [(made / n).read_bytes() for n in ("superexec.secret", *(f"supernode-{i}.secret" for i in (1, 2, 3)))]
+    assert all(len(v) == 64 and int(v, 16) >= 0 for v in values) and len(set(values)) == 4
+
+
+def test_operator_certificate_is_a_client_certificate(made: Path) -> None:
+    ca, op = _cert(made / "ca.crt"), _cert(made / "operator.crt")
+    op.verify_directly_issued_by(ca)
+    eku = op.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(eku) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert op.subject.rfc4514_string() == "CN=corolla operator"
+    server_eku = _cert(made / "superlink.crt").extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH not in server_eku  # the server key cannot act as operator
+
+
+def test_ip_given_as_dns_becomes_an_ip_san(tmp_path: Path) -> None:
+    assert main([str(tmp_path / "c"), "--san-dns", "10.1.2.3", "--san-dns", "host.example", "--supernodes", "0"]) == 0
+    dns, ips = _sans(_cert(tmp_path / "c" / "superlink.crt"))
+    assert "10.1.2.3" in ips and "10.1.2.3" not in dns and "host.example" in dns
+
+
+def test_lifecycle_changes_one_party_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "c"
+    assert main([str(out), "--san-dns", "a.example", "--supernodes", "2"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # add-site: a third key pair and secret; nothing else changes.
+    assert main(["add-site", str(out)]) == 0
+    added = {p.name for p in out.iterdir()} - set(before)
+    assert added == {"supernode-3.key", "supernode-3.pub", "supernode-3.secret"}
+    assert stat.S_IMODE((out / "supernode-3.key").stat().st_mode) == 0o600
+    assert all((out / n).read_bytes() == b for n, b in before.items())
+    assert main(["add-site", str(out), "--index", "3"]) == 1  # never overwrites
+    # renew: a new server certificate from the same CA with the old SANs plus new ones; sites untouched.
+    assert main(["renew", str(out), "--san-dns", "b.example", "--san-dns", "10.9.8.7"]) == 0
+    server = _cert(out / "superlink.crt")
+    server.verify_directly_issued_by(_cert(out / "ca.crt"))
+    dns, ips = _sans(server)
+    assert {"localhost", "a.example", "b.example"} <= set(dns) and {"127.0.0.1", "10.9.8.7"} <= set(ips)
+    assert (out / "superlink.crt").read_bytes() != before["superlink.crt"]
+    unchanged = [n for n in before if n not in ("superlink.crt", "superlink.key")]
+    assert all((out / n).read_bytes() == before[n] for n in unchanged)
+    # revoke: site 2's files leave the directory (into revoked/); the others stay as they were.
+    assert main(["revoke", str(out), "--site", "2"]) == 0
+    assert not (out / "supernode-2.key").exists() and (out / "revoked" / "supernode-2.key").read_bytes() \
+        == before["supernode-2.key"]
+    assert all((out / n).read_bytes() == before[n] for n in ("supernode-1.key", "supernode-1.secret", "ca.key"))
+    assert main(["add-site", str(out), "--index", "2"]) == 1  # a revoked index is not handed out again
+    assert main(["revoke", str(out), "--site", "7"]) == 1
