@@ -9,11 +9,13 @@ from typing import Any, Callable
 import torch
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
+from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
 from data import server_task
 from models import build_model
 from models.accel import pick_device
 from conf.errors import ConfigError
+from server.bounds import bounds_from_config, partition_size
 from server.config_check import check_config, rounds_per_task
 from server.federated import FederatedEvaluation
 from server.grid import TrackedGrid
@@ -69,10 +71,13 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
         if first_round <= num_rounds:
             tracked = TrackedGrid(grid)
             check_federation_size(tracked, task.num_clients)
+            bounds = bounds_from_config(cfg, deployed=not isinstance(grid, InMemoryGrid),
+                                        declared=lambda node, rnd: partition_size(
+                                            task, tracked.partition_of.get(node), env.task_of_round(rnd)))
             guard = RoundGuard(strategy, env=env, seed=seed, first_round=first_round,
                                max_failure_fraction=float(cfg["failures"]["max_fraction"]),
                                order_key=lambda node: tracked.partition_of.get(node, 1 << 62),
-                               partition_of=tracked.partition_of.get)
+                               partition_of=tracked.partition_of.get, bounds=bounds, node_of=tracked.node_of)
             recorder.attach(guard, tracked, strategy)
             if cfg.get("evaluate", {}).get("where", "server") != "server":
                 guard.federated = recorder.federated = FederatedEvaluation(cfg)

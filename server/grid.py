@@ -33,6 +33,7 @@ class TrackedGrid(Grid):
         self.downlink_bytes = 0
         self.messages_sent = 0
         self.error_replies = 0
+        self.dst_of: dict[str, int] = {}  # message id -> the node it went to
 
     # Flower's Grid API, delegated -------------------------------------------------------
     def set_run(self, run: Any) -> None:
@@ -58,7 +59,9 @@ class TrackedGrid(Grid):
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)
         self._count_out(messages)
-        return self._grid.push_messages(messages)
+        ids = self._grid.push_messages(messages)
+        self._note_destinations(messages)
+        return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         replies = list(self._grid.pull_messages(message_ids))
@@ -69,13 +72,25 @@ class TrackedGrid(Grid):
         messages = list(messages)
         self._count_out(messages)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        self._note_destinations(messages)
         self._count_in(replies)
         return replies
+
+    def node_of(self, reply: Message) -> int:
+        """The node a reply is about: Flower's own error replies (e.g. "Node Unavailable") come from
+        the SuperLink's id, so look up where the message they answer went."""
+        return self.dst_of.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
 
     # corolla's additions ------------------------------------------------------------------
     def _count_out(self, messages: list[Message]) -> None:
         self.messages_sent += len(messages)
         self.downlink_bytes += sum(record_nbytes(m.content) for m in messages)
+
+    def _note_destinations(self, messages: list[Message]) -> None:
+        # Flower's grids set each message's id on the object when they push it.
+        for m in messages:
+            if m.metadata.message_id:
+                self.dst_of[m.metadata.message_id] = m.metadata.dst_node_id
 
     def _count_in(self, replies: list[Message]) -> None:
         for reply in replies:

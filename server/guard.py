@@ -17,6 +17,7 @@ from flwr.serverapp.strategy import Strategy
 
 from conf.errors import first_line
 from strategies.attacks import ATTACKER_METRIC
+from server.bounds import UpdateBounds
 from strategies.base import ServerEnv, derive_seed
 
 log = logging.getLogger("corolla")
@@ -78,8 +79,11 @@ class RoundGuard(Strategy):
     def __init__(self, inner: Any, *, env: ServerEnv, seed: int, first_round: int = 1,
                  max_failure_fraction: float = 0.5,
                  order_key: Callable[[int], int] | None = None,
-                 partition_of: Callable[[int], int | None] | None = None) -> None:
+                 partition_of: Callable[[int], int | None] | None = None, bounds: UpdateBounds | None = None,
+                 node_of: Callable[[Message], int] | None = None) -> None:
         self.inner = inner
+        self.bounds = bounds
+        self.node_of = node_of or (lambda reply: reply.metadata.src_node_id)
         self.env = env
         self.seed = seed
         self.offset = first_round - 1
@@ -113,11 +117,11 @@ class RoundGuard(Strategy):
         rnd = self.global_round(server_round)
         stats = self.rounds.setdefault(rnd, RoundStats())
         # Aggregate in partition order: float sums then repeat bit for bit across runs and resumes.
-        replies = sorted(replies, key=lambda m: self.order_key(m.metadata.src_node_id))
+        replies = sorted(replies, key=lambda m: self.order_key(self.node_of(m)))
         stats.replies = len(replies)
         good, first_error = [], None
         for reply in replies:
-            node = reply.metadata.src_node_id
+            node = self.node_of(reply)
             if reply.has_error():
                 stats.errors += 1
                 first_error = first_error or reply.error.reason
@@ -136,6 +140,12 @@ class RoundGuard(Strategy):
             claims = next(iter(reply.content.metric_records.values()), {})
             if ATTACKER_METRIC in claims:
                 stats.attackers = (stats.attackers or []) + ([self.order_key(node)] if claims[ATTACKER_METRIC] else [])
+        if self.bounds is not None:  # plausibility across the round's replies (server/bounds.py)
+            good, refused = self.bounds.screen(rnd, good, self._sent_arrays)
+            for node, reason in refused:
+                stats.rejected += 1
+                first_error = first_error or f"node {node}: reply rejected: {reason}"
+                log.warning("round %d: rejected reply from node %s: %s", rnd, node, reason)
         if stats.sent and stats.failures / stats.sent > self.max_failure_fraction:
             raise TooManyFailures(
                 f"round {rnd}: {stats.failures} of {stats.sent} replies failed, more than "
