@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,9 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+FLOWER_RUN = "flower-run.json"
+RUN_LOG = "run.log"
 
 
 def prepare_run_dir(path: Path, cfg: dict[str, Any]) -> None:
@@ -103,3 +108,24 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], bool]:
 def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
     """Replace metrics.jsonl with `records`, atomically."""
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
+
+        raise FileNotFoundError(f"resume={path}: no config.yaml there; is it a corolla run directory?")
+    return yaml.safe_load(config_file.read_text())
+
+
+def record_flower_run(path: Path, run_id: int, overrides: str = "") -> logging.Handler:
+    """Note Flower's run id in flower-run.json (one entry per submission: a resumed run gets a new id)
+    and copy corolla's log records (warnings, rejected replies, failures) into run.log; returns the
+    log handler to remove when the run ends."""
+    record = path / FLOWER_RUN
+    data = json.loads(record.read_text()) if record.exists() else {"run_ids": []}
+    data["run_ids"].append(int(run_id))
+    data["run_id"] = int(run_id)
+    data.setdefault("overrides", overrides)  # what `corolla deploy resubmit` submits again
+    record.write_text(json.dumps(data, indent=1) + "\n")
+    with (path / RUN_LOG).open("a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} Flower run {run_id} writes to {path}\n")
+    handler = logging.FileHandler(path / RUN_LOG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("corolla").addHandler(handler)  # at the logger's own level: warnings and up
+    return handler
