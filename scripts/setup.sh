@@ -18,6 +18,21 @@ if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && comm
   fi
 fi
 
+# 1b. nginx for the deployment's gateway (`corolla deploy gateway|operator`, tests/e2e). Same rules.
+if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && command -v apt-get >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi
+  if [ "$SUDO" != none ]; then
+    log "installing Debian's nginx-light (the deployment gateway)"
+    $SUDO apt-get install -y -q --no-install-recommends nginx-light >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q --no-install-recommends nginx-light >/dev/null; } \
+      || log "could not install nginx-light; the deployment gateway and its tests need it"
+    # corolla starts its own nginx processes; the distribution's default site on :80 stays off.
+    $SUDO systemctl disable --now nginx >/dev/null 2>&1 || true
+  else
+    log "not root: run 'sudo apt-get install nginx-light' for the deployment gateway"
+  fi
+fi
+
 # 2. The virtualenv; reinstalled only when pyproject.toml or this script changed.
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || { log "creating .venv"; "$PY" -m venv .venv; }

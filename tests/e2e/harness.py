@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
 CONNECTION = "e2e"
-# Every process in these tests gets a hard limit; a run of 2 tiny rounds takes well under this.
-PROCESS_LIMIT_S = 600.0
+# Every process in these tests gets a hard limit: longer than a module of tests sharing one federation.
+PROCESS_LIMIT_S = 1800.0
 
 
 def free_port() -> int:
@@ -177,7 +177,13 @@ class RunResult:
 
 
 class Federation:
-    """A SuperLink and SuperNodes started through `corolla deploy`, with TLS and node auth."""
+    """The deployment of deploy/README.md on 127.0.0.1, started through `corolla deploy`.
+
+    A SuperLink on a loopback port (process isolation, authenticated Runtime API) with its
+    ServerApp executor; the gateway (nginx) publishing its Fleet API to sites and its Control API
+    to the operator's client certificate; the operator's forwarder, which `flwr` uses (connection
+    `e2e`); SuperNodes (process isolation) with their ClientApp executors, connecting to the gateway.
+    """
 
     def __init__(self, root: Path, num_keys: int = 3) -> None:
         self.root = root
@@ -186,25 +192,50 @@ class Federation:
         self.logs = root / "logs"
         self.database = root / "state" / "superlink.db"
         self.env = flower_env(self.flwr_home)
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.link_port, self.port, self.control_port, self.operator_port = (free_port() for _ in range(4))
+        self.link_address = f"127.0.0.1:{self.link_port}"   # the SuperLink itself (loopback only)
+        self.address = f"127.0.0.1:{self.port}"             # the gateway's Fleet port: what sites reach
+        self.control_address = f"127.0.0.1:{self.control_port}"
+        self.operator_address = f"127.0.0.1:{self.operator_port}"
         self.superlink: Proc | None = None
+        self.serverapp: Proc | None = None
+        self.gateway: Proc | None = None
+        self.operator: Proc | None = None
         self.nodes: dict[int, Proc] = {}
+        self.executors: dict[int, Proc] = {}
         self.node_ports: dict[int, int] = {}
         self.others: list[Proc] = []
         self.timings: dict[str, float] = {}
         self.flwr_home.mkdir(parents=True)
         self.check(corolla("certs", str(self.certs), "--supernodes", str(num_keys)), 60)
-        self.check(corolla("deploy", "connection", CONNECTION, "--superlink", self.address,
-                           "--certs", str(self.certs), "--default"), 60)
+        self.check(corolla("deploy", "connection", CONNECTION, "--superlink", self.operator_address,
+                           "--operator", "--default"), 60)
 
     # processes ---------------------------------------------------------------------------
-    def start_superlink(self, name: str = "superlink", isolation: str = "subprocess") -> float:
-        """Start the SuperLink on its database; seconds until it serves TLS."""
+    def start_superlink(self, name: str = "superlink", isolation: str = "process") -> float:
+        """Start the SuperLink on its database (and its executor, gateway, operator forwarder once).
+
+        Returns the seconds until the SuperLink serves TLS.
+        """
         cmd = corolla("deploy", "superlink", "--certs", str(self.certs), "--database", str(self.database),
-                      "--host", "127.0.0.1", "--port", str(self.port), "--isolation", isolation)
+                      "--host", "127.0.0.1", "--port", str(self.link_port), "--isolation", isolation)
         self.superlink = start(name, cmd, self.logs, self.env)
-        return self.superlink.wait_for(r"Uvicorn running on https://127\.0\.0\.1", 60)
+        seconds = self.superlink.wait_for(r"Uvicorn running on https://127\.0\.0\.1", 60)
+        if isolation == "process" and (self.serverapp is None or self.serverapp.popen.poll() is not None):
+            self.serverapp = start("serverapp-executor", corolla(
+                "deploy", "superexec", "--runtime-api-address", self.link_address, "--ca",
+                str(self.certs / "ca.crt"), "--secret", str(self.certs / "superexec.secret")), self.logs, self.env)
+        if self.gateway is None:
+            self.gateway = start("gateway", corolla(
+                "deploy", "gateway", "--certs", str(self.certs), "--superlink", self.link_address,
+                "--fleet", self.address, "--control", self.control_address, "--dir", str(self.root / "gateway")),
+                self.logs, self.env)
+            self.operator = start("operator", corolla(
+                "deploy", "operator", "--certs", str(self.certs), "--gateway", self.control_address,
+                "--listen", self.operator_address, "--dir", str(self.root / "operator")), self.logs, self.env)
+            for proc in (self.gateway, self.operator):
+                proc.wait_for(r"start worker process", 30)
+        return seconds
 
     def register(self, index: int) -> str:
         out = self.check([str(BIN / "flwr"), "supernode", "register", str(self.certs / f"supernode-{index}.pub"),
@@ -214,21 +245,33 @@ class Federation:
         return match.group(1)
 
     def start_node(self, index: int, partition_id: int, num_partitions: int, *, key: str | None = None,
-                   extra: list[str] | None = None, name: str | None = None, wait: bool = True) -> Proc:
-        """Start SuperNode `index` (its key supernode-<index>.key) for one partition."""
-        port = self.node_ports.setdefault(index, free_port())
+                   extra: list[str] | None = None, name: str | None = None, wait: bool = True,
+                   env: dict[str, str] | None = None, timeout: float = 60) -> Proc:
+        """Start SuperNode `index` (its key supernode-<index>.key) for one partition, with its executor."""
+        port = self.node_ports.setdefault(index, free_port()) if name is None else free_port()
         cmd = corolla("deploy", "supernode", "--certs", str(self.certs), "--key", key or str(index),
                       "--superlink", self.address, "--partition-id", str(partition_id),
                       "--num-partitions", str(num_partitions), "--host", "127.0.0.1", "--port", str(port),
                       *(extra or []))
         proc = start(name or f"supernode-{index}", cmd, self.logs, self.env)
+        executor = start(f"{name or f'supernode-{index}'}-executor", corolla(
+            "deploy", "superexec", "--runtime-api-address", f"127.0.0.1:{port}", "--insecure",
+            "--secret", str(self.certs / f"supernode-{key or index}.secret")), self.logs, env or self.env)
         if name is None:
+            if index in self.executors:
+                self.executors[index].stop()
             self.nodes[index] = proc
+            self.executors[index] = executor
         else:
-            self.others.append(proc)
+            self.others += [proc, executor]
         if wait:
-            proc.wait_for(r"SuperNode ID: \d+", 60)
+            proc.wait_for(r"SuperNode ID: \d+", timeout)
         return proc
+
+    def kill_node(self, index: int) -> None:
+        """A site crashes: its SuperNode and its executor, SIGKILL."""
+        self.nodes[index].kill()
+        self.executors[index].kill()
 
     def start_other(self, name: str, cmd: list[str]) -> Proc:
         proc = start(name, cmd, self.logs, self.env)
@@ -236,8 +279,11 @@ class Federation:
         return proc
 
     def stop_all(self) -> None:
-        for proc in [*self.others, *self.nodes.values(), *([self.superlink] if self.superlink else [])]:
-            proc.stop()
+        procs = [*self.others, *self.executors.values(), *self.nodes.values(), self.serverapp, self.superlink,
+                 self.operator, self.gateway]
+        for proc in procs:
+            if proc is not None:
+                proc.stop()
 
     # flwr CLI ------------------------------------------------------------------------------
     def check(self, cmd: list[str], timeout: float) -> str:
@@ -253,7 +299,8 @@ class Federation:
         result = run_bounded(cmd, self.env, timeout)
         seconds = time.monotonic() - t0
         match = re.search(r"Successfully started run (\d+)", result.stdout)
-        assert result.returncode == 0 and match, f"flwr run exited {result.returncode}\n{result.stdout[-6000:]}"
+        assert result.returncode == 0 and match, (f"flwr run exited {result.returncode}\n{result.stdout[-6000:]}\n"
+                                                  f"{self.diagnostics()}")
         run_id = match.group(1)
         return RunResult(run_id, result.stdout, seconds, self.run_status(run_id), run_dir)
 
@@ -263,7 +310,8 @@ class Federation:
         return str(data["runs"][0]["status"])
 
     def diagnostics(self) -> str:
-        procs = [p for p in [self.superlink, *self.nodes.values(), *self.others] if p is not None]
+        procs = [p for p in [self.superlink, self.serverapp, self.gateway, *self.nodes.values(),
+                             *self.executors.values(), *self.others] if p is not None]
         return "\n".join(p.tail(2500) for p in procs)
 
 

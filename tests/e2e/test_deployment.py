@@ -1,16 +1,22 @@
-"""SuperLink + 3 SuperNodes with TLS and node auth on 127.0.0.1: a real run, refusals and faults."""
+"""The deployment (gateway, SuperLink, 3 SuperNodes, executors) on 127.0.0.1: a real run, refusals and faults."""
 
 from __future__ import annotations
 
 import json
+import os
+import random
+import re
+import ssl
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import BIN, Federation, RunResult, corolla, free_port, read_jsonl, run_bounded
+from tests.e2e.harness import BIN, CONNECTION, Federation, RunResult, corolla, free_port, read_jsonl, run_bounded
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -65,6 +71,12 @@ def test_fedavg_two_rounds_over_tls_with_node_auth(fed: Federation, tmp_path: Pa
     assert 0.0 <= summary["final"]["accuracy"] <= 1.0
     assert summary["final"]["accuracy"] > 0.5, summary  # 2 FedAvg rounds of an MLP on digits learn something
     assert (result.run_dir / "checkpoints").is_dir()
+    # The run dir names Flower's run id and keeps a log.
+    assert json.loads((result.run_dir / "flower-run.json").read_text())["run_id"] == int(result.run_id)
+    assert f"Flower run {result.run_id}" in (result.run_dir / "run.log").read_text()
+    # Process isolation everywhere: the SuperLink and SuperNodes ran no app themselves, the executors did.
+    assert fed.superlink is not None and "Starting Flower SuperExec" not in fed.superlink.output()
+    assert all("Starting Flower SuperExec" not in p.output() for p in fed.nodes.values())
 
 
 def test_supernode_without_the_ca_is_refused(fed: Federation) -> None:
@@ -77,6 +89,9 @@ def test_supernode_without_the_ca_is_refused(fed: Federation) -> None:
     out = proc.output()
     assert rc != 0, out
     assert "CERTIFICATE_VERIFY_FAILED" in out and "unable to get local issuer certificate" in out, out
+    # The refusal is logged on the SuperLink's side too, with the peer and the reason.
+    assert fed.gateway is not None
+    fed.gateway.wait_for(r"SSL_do_handshake\(\) failed .*unknown ca.* client: 127\.0\.0\.1", 10)
 
 
 def test_unregistered_supernode_is_refused(fed: Federation) -> None:
@@ -124,9 +139,94 @@ def _env_with_connection(fed: Federation, port: int, bad: Path) -> dict[str, str
     return env
 
 
+SITE = "site"  # a site's view: the gateway's public port, the federation's public CA, no client certificate
+
+
+@pytest.fixture(scope="module")
+def site_env(fed: Federation) -> dict[str, str]:
+    """A `flwr` home with what a site holds: the gateway's public address and ca.crt."""
+    home = fed.root / "site-home"
+    env = dict(fed.env, FLWR_HOME=str(home))
+    for name, address in ((SITE, fed.address), ("site-control", fed.control_address)):
+        result = run_bounded(corolla("deploy", "connection", name, "--superlink", address, "--certs",
+                                     str(fed.certs)), env, 60)
+        assert result.returncode == 0, result.stdout
+    return env
+
+
+def _refused(result: object, *codes: int) -> None:
+    out = getattr(result, "stdout")
+    assert getattr(result, "returncode") != 0 or "success\": false" in out.replace(" ", ""), out
+    assert any(f"Status/{code}" in out or f"{code} " in out for code in codes), out
+
+
+@pytest.mark.parametrize("connection,codes", [(SITE, (403,)), ("site-control", (400,))])
+def test_site_cannot_register_unregister_or_submit(fed: Federation, site_env: dict[str, str], connection: str,
+                                                   codes: tuple[int, ...]) -> None:
+    """Through the Fleet port (403: not a Fleet path) or the Control port without the operator's certificate
+    (400: no client certificate), a site's register, unregister, submit and list are all refused."""
+    flwr = str(BIN / "flwr")
+    rogue = fed.certs / f"supernode-{NUM_NODES + 1}.pub"  # a key the operator never registered
+    node_ids = _json(fed.check([flwr, "supernode", "list", CONNECTION, "--format", "json"], 60))
+    victim = str(node_ids["nodes"][0]["node-id"])
+    attempts = {
+        "register": [flwr, "supernode", "register", str(rogue), connection],
+        "unregister": [flwr, "supernode", "unregister", victim, connection],
+        "submit": [flwr, "run", ".", connection, "--run-config", 'overrides="num_rounds=1"'],
+        "list runs": [flwr, "ls", connection],
+    }
+    for what, cmd in attempts.items():
+        result = run_bounded(cmd, site_env, 120)
+        try:
+            _refused(result, *codes)
+        except AssertionError as ex:
+            raise AssertionError(f"{what}: {ex}") from None
+    # Nothing changed: the operator still sees exactly the registered nodes.
+    after = _json(fed.check([flwr, "supernode", "list", CONNECTION, "--format", "json"], 60))
+    assert sorted(n["node-id"] for n in after["nodes"]) == sorted(n["node-id"] for n in node_ids["nodes"])
+    assert fed.gateway is not None
+    log = fed.gateway.output()
+    assert re.search(r'peer=127\.0\.0\.1:\d+ port=\d+ "POST /v1/control/register-node HTTP/1\.1" status=(403|400)', log)
+    if connection != SITE:
+        assert re.search(r"client sent no required SSL certificate .*client: 127\.0\.0\.1", log), log[-3000:]
+
+
+def test_operator_registers_and_unregisters(fed: Federation) -> None:
+    """The operator (client certificate, through its forwarder) may; the key is gone afterwards."""
+    flwr = str(BIN / "flwr")
+    node_id = fed.register(NUM_NODES + 1)
+    out = fed.check([flwr, "supernode", "unregister", node_id, CONNECTION], 60)
+    assert "unregistered successfully" in out, out
+    nodes = _json(fed.check([flwr, "supernode", "list", CONNECTION, "--format", "json"], 60))["nodes"]
+    states = {str(n["node-id"]): n["status"] for n in nodes}
+    assert states.get(node_id) in (None, "unregistered"), states
+
+
+def test_runtime_api_refuses_requests_without_the_superexec_secret(fed: Federation) -> None:
+    """AcquireTask without the SuperExec's signature: refused by the SuperLink (401), not even routed by the
+    gateway (403), refused by a SuperNode's local Runtime API (401)."""
+    ctx = ssl.create_default_context(cafile=str(fed.certs / "ca.crt"))
+    targets = {
+        "superlink": (f"https://{fed.link_address}", 401),
+        "gateway": (f"https://{fed.address}", 403),
+        "supernode": (f"http://127.0.0.1:{fed.node_ports[1]}", 401),
+    }
+    for name, (base, code) in targets.items():
+        request = urllib.request.Request(f"{base}/v1/runtime/acquire-task", data=b"", method="POST",
+                                         headers={"content-type": "application/protobuf"})
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, context=ctx if base.startswith("https") else None, timeout=30)
+        assert caught.value.code == code, (name, caught.value.code, caught.value.read()[:300])
+
+
+def _json(out: str) -> dict:
+    return json.loads(out[out.index("{"):])
+
+
 def test_supernode_killed_mid_run_round_completes(fed: Federation, tmp_path: Path) -> None:
     victim = fed.nodes[NUM_NODES]
     offset = len(victim.output())
+    victim_id = re.findall(r"SuperNode ID: (\d+)", victim.output())[-1]
     box: dict[str, object] = {}
 
     def run() -> None:
@@ -140,7 +240,7 @@ def test_supernode_killed_mid_run_round_completes(fed: Federation, tmp_path: Pat
     try:
         victim.wait_for(r"Receiving: train message", 120, after=offset)
     finally:
-        victim.kill()  # crash mid-round: it holds its train message and never replies
+        fed.kill_node(NUM_NODES)  # crash mid-round: it holds its train message and never replies
     thread.join(300)
     assert not thread.is_alive(), "flwr run did not finish"
     if "error" in box:
@@ -150,30 +250,85 @@ def test_supernode_killed_mid_run_round_completes(fed: Federation, tmp_path: Pat
     records = _check(fed, result)
     assert len(records) == 1 and records[0]["num_replies"] == NUM_NODES - 1, records
     assert records[0]["num_failures"] == 1, records
+    # Flower's "Node Unavailable" reply comes from the SuperLink's id; the failure is the victim's.
+    assert re.search(rf"round 1: node {victim_id} failed", (result.run_dir / "run.log").read_text()), \
+        (result.run_dir / "run.log").read_text()
     fed.timings["round with a killed node s"] = records[0]["wall_s"]
     fed.timings["killed node reported unavailable by the SuperLink (1=yes)"] = float(
         "Node Unavailable" in result.output)
 
 
+def test_poisoning_site_is_refused_and_the_round_still_learns(fed: Federation, tmp_path: Path) -> None:
+    """Site 3 sends weights x -50 with num-examples 1e7 (its executor runs a patched ClientApp): the
+    ServerApp leaves its reply out, names it, counts it, and the round learns as a clean one does."""
+    victim = NUM_NODES  # killed by the test before; it comes back as an attacker
+    node_id = re.findall(r"SuperNode ID: (\d+)", fed.nodes[victim].output())[-1]
+    poison = dict(fed.env, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent / "poison"), fed.env["PYTHONPATH"]]))
+    try:
+        fed.start_node(victim, partition_id=victim - 1, num_partitions=NUM_NODES, env=poison, timeout=240)
+        result = fed.run(f"{FEDAVG} num_rounds=1", tmp_path / "run")
+    finally:
+        fed.kill_node(victim)  # a crash; the next test restarts it at once
+    records = _check(fed, result)
+    assert records[0]["num_replies"] == NUM_NODES and records[0]["num_failures"] == 1, records
+    assert re.search(rf"rejected reply from node {node_id}: .*(update norm|num-examples)", result.output), \
+        result.output[-4000:]
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert summary["final"]["accuracy"] > 0.5, summary  # the issue saw 0.028 with the poisoned reply averaged in
+    assert f"rejected reply from node {node_id}" in (result.run_dir / "run.log").read_text()
+    fed.timings["1-round run with a poisoning site s"] = result.seconds
+
+
 def test_killed_supernode_restarts_and_rejoins_next_run(fed: Federation, tmp_path: Path) -> None:
+    """Restarted moments after a crash (SIGKILL in the test before), while the SuperLink still counts the
+    node as online and refuses it: `corolla deploy supernode` starts it again with backoff until accepted."""
     t0 = time.monotonic()
-    fed.start_node(NUM_NODES, partition_id=NUM_NODES - 1, num_partitions=NUM_NODES)
-    fed.timings["supernode restart -> connected s"] = time.monotonic() - t0
+    fed.start_node(NUM_NODES, partition_id=NUM_NODES - 1, num_partitions=NUM_NODES, timeout=240)
+    fed.timings["supernode restart right after a crash -> connected s"] = time.monotonic() - t0
     result = fed.run(f"{FEDAVG} num_rounds=1", tmp_path / "run")
     fed.timings["1-round run after the SuperNode restart s"] = result.seconds
     records = _check(fed, result)
     assert records[0]["num_replies"] == NUM_NODES and records[0]["num_failures"] == 0, records
 
 
-def test_superlink_restarts_on_its_database_and_supernodes_reconnect(fed: Federation, tmp_path: Path) -> None:
+def test_superlink_killed_mid_round_restarts_and_the_run_is_resubmitted(fed: Federation, tmp_path: Path) -> None:
+    """The SuperLink crashes at a random moment of round 2 and restarts on its database; the SuperNodes and
+    executors reconnect by themselves (no new registration); Flower fails the run in flight, and
+    `corolla deploy resubmit` says so and submits it again from the run directory: it resumes after round 1."""
     assert fed.superlink is not None and fed.database.is_file()
+    run_dir = tmp_path / "run"
+    box: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fed.run(f"{FEDAVG} num_rounds=2", run_dir)
+        except BaseException as ex:  # expected: the stream breaks when the SuperLink dies
+            box["error"] = ex
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and read_jsonl(metrics)):
+        assert time.monotonic() < deadline and thread.is_alive(), f"round 1 never finished\n{box}"
+        time.sleep(0.5)
+    delay = random.Random().uniform(0.5, 10.0)  # round 2 takes longer than this here
+    time.sleep(delay)
+    assert len(read_jsonl(metrics)) == 1, "round 2 finished before the crash; the test needs a mid-round kill"
     fed.superlink.kill()  # a crash, not a clean shutdown
+    fed.timings["superlink killed, s into round 2"] = delay
     fed.timings["superlink restart s"] = fed.start_superlink(name="superlink-restarted")
-    # Each SuperNode keeps polling and reconnects by itself (retrying while the SuperLink is down);
-    # the run below gets replies from all of them only if they did.
-    # Registrations live in the database: no `flwr supernode register` again.
-    result = fed.run(f"{FEDAVG} num_rounds=1", tmp_path / "run")
-    fed.timings["1-round run after the SuperLink restart s"] = result.seconds
-    records = _check(fed, result)
-    assert records[0]["num_replies"] == NUM_NODES and records[0]["num_failures"] == 0, (records, fed.diagnostics())
+    thread.join(300)
+    assert not thread.is_alive()
+    t0 = time.monotonic()
+    out = fed.check(corolla("deploy", "resubmit", str(run_dir), "--connection", CONNECTION), 600)
+    fed.timings["resubmitted run (round 2) s"] = time.monotonic() - t0
+    assert "does not continue a run across a SuperLink restart" in out and "resumes after round 1 of 2" in out, out
+    records = read_jsonl(metrics)
+    assert [r["round"] for r in records] == [1, 2], records
+    assert records[1]["num_replies"] == NUM_NODES and records[1]["num_failures"] == 0, (records, fed.diagnostics())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["rounds"] == 2 and summary["final"]["accuracy"] > 0.5, summary
+    ids = json.loads((run_dir / "flower-run.json").read_text())["run_ids"]
+    assert len(ids) == 2 and fed.run_status(str(ids[1])) == "finished:completed"
     assert all(p.popen.poll() is None for p in fed.nodes.values()), fed.diagnostics()

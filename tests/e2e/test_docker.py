@@ -34,8 +34,8 @@ def _docker_ready() -> str | None:
         return "no Docker engine here (`docker info` fails)"
     if os.geteuid() != 0:
         return "needs root to hand the 0600 keys to the containers' uid 49999"
-    if (DEPLOY / "certs").exists() or (DEPLOY / "state").exists():
-        return "deploy/certs or deploy/state exists already; not touching an operator's keys"
+    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
+        return "no nginx for the operator's forwarder (apt-get install nginx-light)"
     return None
 
 
@@ -56,26 +56,31 @@ def compose_up(tmp_path: Path) -> Iterator[dict[str, str]]:
     reason = _docker_ready()
     if reason:
         pytest.skip(reason)
-    env = flower_env(tmp_path / "flwr-home")
+    secrets, state = tmp_path / "secrets", tmp_path / "state"  # outside the checkout, as the README says
+    env = dict(flower_env(tmp_path / "flwr-home"), COROLLA_SECRETS=str(secrets), COROLLA_STATE=str(state))
+    forwarder = None
     try:
-        _sh(corolla("certs", str(DEPLOY / "certs"), "--san-dns", "superlink", "--supernodes", "3"), 120, env)
-        (DEPLOY / "state").mkdir()
-        for path in [DEPLOY / "state", *(DEPLOY / "certs").glob("*.key")]:
+        _sh(corolla("certs", str(secrets), "--san-dns", "superlink", "--supernodes", "3"), 120, env)
+        state.mkdir()
+        for path in [state, *secrets.glob("*.key"), *secrets.glob("*.secret")]:
             os.chown(path, CONTAINER_UID, CONTAINER_UID)
-        _sh([*COMPOSE, "config", "--quiet"], 120)
+        _sh([*COMPOSE, "config", "--quiet"], 120, env)
         _sh(["docker", "build", "-f", "deploy/Dockerfile", "-t", "corolla-app:0.1.0", "."], 3600)
         probe = "import torch, flwr, client.app; assert not torch.version.cuda; print(flwr.__version__)"
         assert _sh(["docker", "run", "--rm", "--entrypoint", "python", "corolla-app:0.1.0", "-c", probe], 300).strip() \
             == flwr.__version__
-        _sh([*COMPOSE, "up", "-d"], 1200)
-        _sh(corolla("deploy", "connection", "compose", "--superlink", "127.0.0.1:9093", "--certs",
-                    str(DEPLOY / "certs"), "--default"), 60, env)
+        _sh([*COMPOSE, "up", "-d"], 1200, env)
+        forwarder = subprocess.Popen(corolla("deploy", "operator", "--certs", str(secrets), "--gateway",
+                                             "127.0.0.1:9095", "--listen", "127.0.0.1:19095", "--dir",
+                                             str(tmp_path / "operator")), cwd=REPO, env=env, start_new_session=True)
+        _sh(corolla("deploy", "connection", "compose", "--superlink", "127.0.0.1:19095", "--operator",
+                    "--default"), 60, env)
         deadline = time.monotonic() + 120
         while run_bounded([str(BIN / "flwr"), "ls", "compose"], env, 60).returncode != 0:
             assert time.monotonic() < deadline, "the SuperLink container did not come up"
             time.sleep(2)
         for i in (1, 2, 3):
-            _sh([str(BIN / "flwr"), "supernode", "register", str(DEPLOY / "certs" / f"supernode-{i}.pub"),
+            _sh([str(BIN / "flwr"), "supernode", "register", str(secrets / f"supernode-{i}.pub"),
                  "compose"], 60, env)
         deadline = time.monotonic() + 300  # the SuperNodes exit until registered; compose restarts them
         while _online(env) < 3:
@@ -83,10 +88,11 @@ def compose_up(tmp_path: Path) -> Iterator[dict[str, str]]:
             time.sleep(3)
         yield env
     finally:
-        subprocess.run([*COMPOSE, "logs", "--no-color", "--tail", "200"], cwd=REPO, timeout=120)
-        subprocess.run([*COMPOSE, "down", "-v", "--remove-orphans"], cwd=REPO, timeout=600)
-        shutil.rmtree(DEPLOY / "certs", ignore_errors=True)
-        shutil.rmtree(DEPLOY / "state", ignore_errors=True)
+        if forwarder is not None:
+            forwarder.terminate()
+            forwarder.wait(30)
+        subprocess.run([*COMPOSE, "logs", "--no-color", "--tail", "200"], cwd=REPO, env=env, timeout=120)
+        subprocess.run([*COMPOSE, "down", "-v", "--remove-orphans"], cwd=REPO, env=env, timeout=600)
 
 
 def test_compose_runs_two_fedavg_rounds(compose_up: dict[str, str]) -> None:
@@ -94,7 +100,7 @@ def test_compose_runs_two_fedavg_rounds(compose_up: dict[str, str]) -> None:
               'num_rounds=2 progress=false plots=false" run-dir="/app/runs/e2e"')
     out = _sh([str(BIN / "flwr"), "run", ".", "compose", "--stream", "--run-config", config], 1200, compose_up)
     assert "Successfully started run" in out, out
-    metrics = _sh([*COMPOSE, "exec", "-T", "serverapp", "cat", "/app/runs/e2e/metrics.jsonl"], 120)
+    metrics = _sh([*COMPOSE, "exec", "-T", "serverapp", "cat", "/app/runs/e2e/metrics.jsonl"], 120, compose_up)
     records = [json.loads(line) for line in metrics.splitlines() if line.strip()]
     assert [r["round"] for r in records] == [1, 2] and all(r["num_replies"] == 3 for r in records), records
-    _sh([*COMPOSE, "exec", "-T", "serverapp", "test", "-f", "/app/runs/e2e/summary.json"], 120)
+    _sh([*COMPOSE, "exec", "-T", "serverapp", "test", "-f", "/app/runs/e2e/summary.json"], 120, compose_up)
