@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import subprocess
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -15,7 +18,13 @@ CHECKPOINT_DIR = "checkpoints"
 
 
 class ResubmitError(RuntimeError):
-    """The run directory cannot be resubmitted (not a deployed run, still running, already complete)."""
+    """The run directory cannot be resubmitted (not a deployed run, still running)."""
+
+
+class AlreadyComplete(ResubmitError):
+    """The run finished after all (its ServerApp outlived the restart): nothing to do."""
+
+ACTIVE = ("running", "pending", "starting")
 
 
 def last_round(run_dir: Path) -> int:
@@ -35,10 +44,11 @@ def plan(run_dir: Path, status: str) -> tuple[str, str]:
                             f"their Flower run id and overrides")
     data = json.loads(record.read_text())
     old = data["run_id"]
-    if status in ("running", "pending", "starting") or status.startswith(("running", "pending", "starting")):
+    if status.startswith(ACTIVE):
         raise ResubmitError(f"Flower run {old} is still {status}; stop it first (`flwr stop {old} <connection>`)")
     if status == "finished:completed" and (run_dir / "summary.json").exists():
-        raise ResubmitError(f"Flower run {old} completed; nothing to resubmit")
+        raise AlreadyComplete(f"Flower run {old} completed (its ServerApp carried on across the restart); "
+                              f"nothing to resubmit")
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     done, total = last_round(run_dir), int(cfg["num_rounds"])
     overrides = str(data.get("overrides", ""))
@@ -51,10 +61,8 @@ def plan(run_dir: Path, status: str) -> tuple[str, str]:
     return run_config, message
 
 
-def main(argv: list[str]) -> int:
-    import argparse
-    import subprocess
-
+def parser() -> argparse.ArgumentParser:
+    """The parser of `corolla deploy resubmit`."""
     parser = argparse.ArgumentParser(prog="corolla deploy resubmit", description=(
         "Submit again a run that a SuperLink crash or restart failed: the same overrides and run directory, "
         "so the ServerApp resumes after the last checkpointed round. Run it where the run directory is "
@@ -62,7 +70,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--connection", default=None, help="the `flwr` connection (default: flwr's default)")
     parser.add_argument("--app", default=".", help="the Flower app to submit (default: .)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--wait", type=float, default=600.0,
+                        help="seconds to wait for a run the SuperLink still lists as running to end: after a "
+                             "restart its ServerApp either fails or carries on (default: 600)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
     flwr = shutil.which("flwr", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if flwr is None:
         print("corolla deploy resubmit: error: flwr not found", file=sys.stderr)
@@ -72,14 +87,28 @@ def main(argv: list[str]) -> int:
         record = args.run_dir / FLOWER_RUN
         old = json.loads(record.read_text())["run_id"] if record.is_file() else None
         status = "unknown"
-        if old is not None:
+
+        def current() -> str:
             out = subprocess.run([flwr, "ls", *conn, "--run-id", str(old), "--format", "json"], capture_output=True,
                                  text=True, timeout=120, check=False).stdout
             try:
-                status = json.loads(out[out.index("{"):])["runs"][0]["status"]
+                return str(json.loads(out[out.index("{"):])["runs"][0]["status"])
             except (ValueError, KeyError, IndexError):
-                status = "unknown (the SuperLink no longer lists it)"
+                return "unknown (the SuperLink does not list it)"
+
+        if old is not None:
+            status = current()
+            deadline = time.monotonic() + args.wait
+            if status.startswith(ACTIVE):
+                print(f"Flower run {old} is still listed as {status!r}; waiting up to {args.wait:.0f} s for it "
+                      f"to end", flush=True)
+            while status.startswith(ACTIVE) and time.monotonic() < deadline:
+                time.sleep(5)
+                status = current()
         run_config, message = plan(args.run_dir, status)
+    except AlreadyComplete as ex:
+        print(f"corolla deploy resubmit: {ex}")
+        return 0
     except ResubmitError as ex:
         print(f"corolla deploy resubmit: {ex}", file=sys.stderr)
         return 1

@@ -267,7 +267,7 @@ def test_supernode_without_retry_bounds_is_supervised(certdir: Path, capsys: pyt
 def test_resubmit_plans_a_resume_and_refuses_what_it_must(tmp_path: Path) -> None:
     import json
 
-    from deploy.resubmit import ResubmitError, plan
+    from deploy.resubmit import AlreadyComplete, ResubmitError, plan
 
     run = tmp_path / "run"
     with pytest.raises(ResubmitError, match="flower-run.json"):
@@ -282,5 +282,5 @@ def test_resubmit_plans_a_resume_and_refuses_what_it_must(tmp_path: Path) -> Non
     with pytest.raises(ResubmitError, match="still running"):
         plan(run, "running")
     (run / "summary.json").write_text("{}")
-    with pytest.raises(ResubmitError, match="completed"):
+    with pytest.raises(AlreadyComplete, match="completed"):
         plan(run, "finished:completed")

@@ -342,9 +342,14 @@ def _readme_commands(prefix: str) -> list[list[str]]:
 def test_readme_deploy_commands_parse() -> None:
     commands = _readme_commands("deploy ")
     assert len(commands) >= 4
+    from deploy import resubmit
+
     parser = launch._parser()
     for argv in commands:
-        parser.parse_args(argv[1:])
+        if argv[1] == "resubmit":
+            resubmit.parser().parse_args(argv[2:])
+        else:
+            parser.parse_args(argv[1:])
 
 
 def test_readme_certs_commands_parse() -> None:

@@ -249,6 +249,10 @@ class Federation:
                    env: dict[str, str] | None = None, timeout: float = 60) -> Proc:
         """Start SuperNode `index` (its key supernode-<index>.key) for one partition, with its executor."""
         port = self.node_ports.setdefault(index, free_port()) if name is None else free_port()
+        if name is None:  # one instance per site: a still-running earlier one stops first
+            for old in (self.executors.get(index), self.nodes.get(index)):
+                if old is not None and old.popen.poll() is None:
+                    old.stop()
         cmd = corolla("deploy", "supernode", "--certs", str(self.certs), "--key", key or str(index),
                       "--superlink", self.address, "--partition-id", str(partition_id),
                       "--num-partitions", str(num_partitions), "--host", "127.0.0.1", "--port", str(port),
@@ -258,8 +262,6 @@ class Federation:
             "deploy", "superexec", "--runtime-api-address", f"127.0.0.1:{port}", "--insecure",
             "--secret", str(self.certs / f"supernode-{key or index}.secret")), self.logs, env or self.env)
         if name is None:
-            if index in self.executors:
-                self.executors[index].stop()
             self.nodes[index] = proc
             self.executors[index] = executor
         else:

@@ -270,12 +270,12 @@ def test_poisoning_site_is_refused_and_the_round_still_learns(fed: Federation, t
     finally:
         fed.kill_node(victim)  # a crash; the next test restarts it at once
     records = _check(fed, result)
-    assert records[0]["num_replies"] == NUM_NODES and records[0]["num_failures"] == 1, records
-    assert re.search(rf"rejected reply from node {node_id}: .*(update norm|num-examples)", result.output), \
-        result.output[-4000:]
+    assert records[0]["num_replies"] == NUM_NODES - 1 and records[0]["num_rejected"] == 1, records
+    assert records[0]["num_failures"] == 1, records
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert summary["final"]["accuracy"] > 0.5, summary  # the issue saw 0.028 with the poisoned reply averaged in
-    assert f"rejected reply from node {node_id}" in (result.run_dir / "run.log").read_text()
+    log = (result.run_dir / "run.log").read_text()  # corolla's warnings; Flower's stream carries only its own
+    assert re.search(rf"round 1: rejected reply from node {node_id}: .*(update norm|num-examples)", log), log
     fed.timings["1-round run with a poisoning site s"] = result.seconds
 
 
@@ -321,14 +321,18 @@ def test_superlink_killed_mid_round_restarts_and_the_run_is_resubmitted(fed: Fed
     thread.join(300)
     assert not thread.is_alive()
     t0 = time.monotonic()
-    out = fed.check(corolla("deploy", "resubmit", str(run_dir), "--connection", CONNECTION), 600)
-    fed.timings["resubmitted run (round 2) s"] = time.monotonic() - t0
-    assert "does not continue a run across a SuperLink restart" in out and "resumes after round 1 of 2" in out, out
+    out = fed.check(corolla("deploy", "resubmit", str(run_dir), "--connection", CONNECTION), 800)
+    fed.timings["resubmit (waiting for the old run to end, then round 2) s"] = time.monotonic() - t0
+    # Either Flower failed the run in flight (the usual case) and it was resubmitted, saying so, or its
+    # ServerApp carried on across the restart; both end with the complete run in the same directory.
+    resubmitted = "does not continue a run across a SuperLink restart" in out and "resumes after round 1 of 2" in out
+    assert resubmitted or "carried on across the restart" in out, out
     records = read_jsonl(metrics)
     assert [r["round"] for r in records] == [1, 2], records
     assert records[1]["num_replies"] == NUM_NODES and records[1]["num_failures"] == 0, (records, fed.diagnostics())
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["rounds"] == 2 and summary["final"]["accuracy"] > 0.5, summary
     ids = json.loads((run_dir / "flower-run.json").read_text())["run_ids"]
-    assert len(ids) == 2 and fed.run_status(str(ids[1])) == "finished:completed"
+    assert len(ids) == (2 if resubmitted else 1) and fed.run_status(str(ids[-1])) == "finished:completed"
+    fed.timings["superlink crash: run resubmitted (1) or carried on (0)"] = float(resubmitted)
     assert all(p.popen.poll() is None for p in fed.nodes.values()), fed.diagnostics()
