@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
-from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+from flwr.superlink.grid.http_grid import HttpGrid
 
 from data import server_task
 from models import build_model
@@ -71,7 +71,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
         if first_round <= num_rounds:
             tracked = TrackedGrid(grid)
             check_federation_size(tracked, task.num_clients)
-            bounds = bounds_from_config(cfg, deployed=not isinstance(grid, InMemoryGrid),
+            bounds = bounds_from_config(cfg, deployed=isinstance(grid, HttpGrid),
                                         declared=lambda node, rnd: partition_size(
                                             task, tracked.partition_of.get(node), env.task_of_round(rnd)))
             guard = RoundGuard(strategy, env=env, seed=seed, first_round=first_round,
