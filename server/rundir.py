@@ -14,6 +14,9 @@ import yaml
 
 from conf.errors import ConfigError
 
+FLOWER_RUN = "flower-run.json"
+RUN_LOG = "run.log"
+
 
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write `path` so that a kill at any moment leaves either the old file or the new one, whole."""
@@ -44,9 +47,6 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
-
-FLOWER_RUN = "flower-run.json"
-RUN_LOG = "run.log"
 
 
 def prepare_run_dir(path: Path, cfg: dict[str, Any]) -> None:
@@ -108,9 +108,6 @@ def read_metrics(path: Path) -> tuple[list[dict[str, Any]], bool]:
 def write_metrics(path: Path, records: list[dict[str, Any]]) -> None:
     """Replace metrics.jsonl with `records`, atomically."""
     write_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
-
-        raise FileNotFoundError(f"resume={path}: no config.yaml there; is it a corolla run directory?")
-    return yaml.safe_load(config_file.read_text())
 
 
 def record_flower_run(path: Path, run_id: int, overrides: str = "") -> logging.Handler:
