@@ -12,6 +12,7 @@ import numpy as np
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
+from conf.errors import first_line
 from strategies.secagg import protocol
 from strategies.secagg.client import KEYS, MASKED, SECAGG, SHARES, UNMASK
 from strategies.secagg.fixedpoint import FixedPoint
@@ -44,99 +45,149 @@ def threshold_for(num_nodes: int, *, max_dropout: float) -> int:
     return max(num_nodes // 2 + 1, math.ceil(num_nodes * (1 - max_dropout)), 2 if num_nodes >= 2 else 1)
 
 
+class SecureSumSession:
+    """One secure sum split around the masking request, for strategies whose round loop sends it.
+
+    `open(grid, nodes)` runs steps 1-2 (keys, routed shares); `masking_request(node, content)` adds
+    the routed shares to that node's request (step 3 goes out with the strategy's own message);
+    `finish(replies)` runs step 4 over the same grid and decodes the sum.
+    """
+
+    def __init__(self, grid: Grid, *, shapes: dict[str, tuple[int, ...]], fixed_point: FixedPoint,
+                 max_dropout: float = 0.2, timeout: float | None = None) -> None:
+        self.grid = grid
+        self.shapes = dict(shapes)
+        self.size = sum(int(np.prod(s)) for s in self.shapes.values())
+        self.fixed_point = fixed_point
+        self.max_dropout = max_dropout
+        self.timeout = timeout
+        self.sid = uuid.uuid4().hex
+        self.threshold = 1
+        self.failures: dict[int, str] = {}
+        self.publics: dict[int, tuple[bytes, bytes]] = {}
+        self.sharers: list[int] = []
+        self.routed: dict[int, dict[int, bytes]] = {}
+
+    def _step(self, mtype: str, targets: list[int], content: Callable[[int], RecordDict]) -> dict[int, RecordDict]:
+        messages = [Message(content(n), dst_node_id=n, message_type=mtype) for n in targets]
+        return self._collect(mtype, targets, self.grid.send_and_receive(messages, timeout=self.timeout))
+
+    def _collect(self, mtype: str, targets: list[int], replies: Iterable[Message]) -> dict[int, RecordDict]:
+        got: dict[int, RecordDict] = {}
+        for reply in replies:
+            src = reply.metadata.src_node_id
+            if reply.has_error():
+                self.failures[src] = first_line(reply.error.reason) or "error"
+            elif src in targets:
+                got[src] = reply.content
+        for n in targets:
+            if n not in got:
+                self.failures.setdefault(n, "no reply")
+        if len(got) < self.threshold:
+            raise SecureSumError(f"secure sum: {len(got)} of {len(targets)} clients answered {mtype}, fewer "
+                                 f"than the threshold {self.threshold}; nothing is unmasked")
+        return got
+
+    def _config(self, **values: object) -> Callable[[int], RecordDict]:
+        return lambda n: RecordDict({SECAGG: ConfigRecord({"sid": self.sid, **values})})
+
+    def open(self, nodes: Iterable[int]) -> list[int]:
+        """Steps 1-2 over `nodes`; returns the nodes that shared (the ones to send the request to)."""
+        nodes = sorted(set(nodes))
+        self.threshold = threshold_for(len(nodes), max_dropout=self.max_dropout)
+        keys = self._step(KEYS, nodes, self._config(threshold=self.threshold))
+        advertised = sorted(keys)
+        self.publics = {n: (keys[n][SECAGG]["c-public"], keys[n][SECAGG]["s-public"]) for n in advertised}
+        shares = self._step(SHARES, advertised, self._config(
+            nodes=[str(n) for n in advertised], **{"c-publics": [self.publics[n][0] for n in advertised],
+                                                  "s-publics": [self.publics[n][1] for n in advertised]}))
+        self.sharers = sorted(shares)
+        self.routed = {v: {} for v in self.sharers}
+        for u in self.sharers:
+            record = shares[u][SECAGG]
+            for dst, ciphertext in zip(record["dst"], record["ciphertexts"]):
+                if int(dst) in self.routed and int(dst) != u:
+                    self.routed[int(dst)][u] = ciphertext
+        return list(self.sharers)
+
+    def masking_request(self, node: int, content: RecordDict) -> RecordDict:
+        """`content` (the strategy's request to `node`) with what the node needs to mask its reply."""
+        content[SECAGG] = ConfigRecord({
+            "sid": self.sid, "src": [str(u) for u in self.routed[node]],
+            "ciphertexts": list(self.routed[node].values()), "clip": self.fixed_point.clip,
+            "modulus-bits": self.fixed_point.modulus_bits, "max-parties": self.fixed_point.max_parties})
+        return content
+
+    def check_reply(self, content: RecordDict) -> str | None:
+        """Why a masked reply cannot take part (all that can be checked of a masked vector), or None."""
+        if MASKED not in content.array_records or "masked" not in content[MASKED]:
+            return "the reply carries no masked vector"
+        vector = content[MASKED]["masked"]
+        if tuple(vector.shape) != (self.size,) or np.dtype(vector.dtype) != np.dtype(self.fixed_point.dtype):
+            return (f"the masked vector has shape {tuple(vector.shape)} and dtype {vector.dtype}, expected "
+                    f"({self.size},) of {np.dtype(self.fixed_point.dtype)}")
+        if SECAGG not in content.metric_records or "clipped" not in content[SECAGG]:
+            return "the reply lacks its clipping count"
+        return None
+
+    def finish(self, replies: Iterable[Message]) -> SecureSumResult:
+        """Step 4 for the masked replies that came back (malformed ones count as dropped)."""
+        masked: dict[int, np.ndarray] = {}
+        plain: dict[int, RecordDict] = {}
+        clipped = 0
+        for n, content in self._collect("the masking request", self.sharers, replies).items():
+            reason = self.check_reply(content)
+            if reason:
+                self.failures[n] = reason
+                continue
+            masked[n] = content[MASKED]["masked"].numpy()
+            clipped += int(content[SECAGG]["clipped"])
+            plain[n] = RecordDict({k: v for k, v in content.items() if k not in (MASKED, SECAGG)})
+        survivors = sorted(masked)
+        if len(survivors) < self.threshold:
+            raise SecureSumError(f"secure sum: {len(survivors)} usable masked replies, fewer than the threshold "
+                                 f"{self.threshold}; nothing is unmasked")
+        dropped = sorted(set(self.sharers) - set(survivors))
+        revealed = self._step(UNMASK, survivors, self._config(
+            survivors=[str(n) for n in survivors], dropped=[str(n) for n in dropped]))
+        b_shares: dict[int, list[bytes]] = {}
+        s_shares: dict[int, list[bytes]] = {}
+        for content in revealed.values():
+            record = content[SECAGG]
+            for v, share in zip(record["b-nodes"], record["b-shares"]):
+                b_shares.setdefault(int(v), []).append(share)
+            for v, share in zip(record["s-nodes"], record["s-shares"]):
+                s_shares.setdefault(int(v), []).append(share)
+        try:
+            total = protocol.unmask_sum(masked, self.sharers, self.publics, b_shares, s_shares, self.threshold,
+                                        self.fixed_point)
+        except protocol.ProtocolError as err:
+            raise SecureSumError(f"secure sum: {err}") from err
+        if dropped:
+            log.warning("secure sum: %d of %d clients dropped after sharing; their masks were removed",
+                        len(dropped), len(self.sharers))
+        sums, offset = {}, 0
+        for name in sorted(self.shapes):
+            count = int(np.prod(self.shapes[name]))
+            sums[name] = total[offset:offset + count].reshape(self.shapes[name])
+            offset += count
+        return SecureSumResult(sums=sums, survivors=survivors, dropped=dropped, replies=plain, clipped=clipped,
+                               failures={n: why for n, why in self.failures.items() if n not in survivors})
+
+
 def secure_sum(grid: Grid, nodes: Iterable[int], *, request: Callable[[int], RecordDict], message_type: str,
                shapes: dict[str, tuple[int, ...]], fixed_point: FixedPoint, max_dropout: float = 0.2,
                timeout: float | None = None) -> SecureSumResult:
     """The sum over `nodes` of the float arrays each computes from `request(node)`.
 
-    `request(node)` is the content of the masking request (e.g. the training instruction);
-    the client half answers it with the arrays named in `shapes`, masked. The server sees only
-    masked vectors and, after unmasking, their sum.
+    `request(node)` is the content of the masking request (e.g. the training instruction); the
+    client half answers it with the arrays named in `shapes`, masked. The server sees only masked
+    vectors and, after unmasking, their sum. Up to `max_dropout` of the nodes may leave after
+    sharing; below the Shamir threshold nothing is unmasked (SecureSumError).
     """
-    nodes = sorted(set(nodes))
-    threshold = threshold_for(len(nodes), max_dropout=max_dropout)
-    sid = uuid.uuid4().hex
-    failures: dict[int, str] = {}
-
-    def step(mtype: str, targets: list[int], content: Callable[[int], RecordDict]) -> dict[int, RecordDict]:
-        messages = [Message(content(n), dst_node_id=n, message_type=mtype) for n in targets]
-        replies: dict[int, RecordDict] = {}
-        for reply in grid.send_and_receive(messages, timeout=timeout):
-            src = reply.metadata.src_node_id
-            if reply.has_error():
-                failures[src] = reply.error.reason.strip().splitlines()[0] if reply.error.reason else "error"
-            elif src in targets:
-                replies[src] = reply.content
-        for n in targets:
-            if n not in replies:
-                failures.setdefault(n, "no reply")
-        alive = len(replies)
-        if alive < threshold:
-            raise SecureSumError(f"secure sum: {alive} of {len(nodes)} clients answered {mtype}, fewer than the "
-                                 f"threshold {threshold}; the sum is not unmasked")
-        return replies
-
-    def config(**values: object) -> Callable[[int], RecordDict]:
-        return lambda n: RecordDict({SECAGG: ConfigRecord({"sid": sid, **values})})
-
-    keys = step(KEYS, nodes, config(threshold=threshold))
-    advertised = sorted(keys)
-    publics = {n: (keys[n][SECAGG]["c-public"], keys[n][SECAGG]["s-public"]) for n in advertised}
-    shares = step(SHARES, advertised, config(nodes=[str(n) for n in advertised],
-                                             **{"c-publics": [publics[n][0] for n in advertised],
-                                                "s-publics": [publics[n][1] for n in advertised]}))
-    sharers = sorted(shares)
-    routed: dict[int, dict[int, bytes]] = {v: {} for v in sharers}
-    for u in sharers:
-        record = shares[u][SECAGG]
-        for dst, ciphertext in zip(record["dst"], record["ciphertexts"]):
-            if int(dst) in routed and int(dst) != u:
-                routed[int(dst)][u] = ciphertext
-
-    def masking(n: int) -> RecordDict:
-        content = request(n)
-        content[SECAGG] = ConfigRecord({
-            "sid": sid, "src": [str(u) for u in routed[n]], "ciphertexts": list(routed[n].values()),
-            "clip": fixed_point.clip, "modulus-bits": fixed_point.modulus_bits,
-            "max-parties": fixed_point.max_parties})
-        return content
-
-    size = sum(int(np.prod(s)) for s in shapes.values())
-    masked_replies = step(message_type, sharers, masking)
-    masked: dict[int, np.ndarray] = {}
-    clipped = 0
-    for n, content in masked_replies.items():
-        vector = content[MASKED]["masked"].numpy() if MASKED in content.array_records else None
-        if vector is None or vector.size != size or vector.dtype != fixed_point.dtype:
-            failures[n] = f"masked vector malformed (expected {size} values of {np.dtype(fixed_point.dtype)})"
-            continue
-        masked[n] = vector
-        clipped += int(content.metric_records[SECAGG]["clipped"])
-    survivors = sorted(masked)
-    dropped = sorted(set(sharers) - set(survivors))
-    revealed = step(UNMASK, survivors, config(survivors=[str(n) for n in survivors],
-                                              dropped=[str(n) for n in dropped]))
-    b_shares: dict[int, list[bytes]] = {}
-    s_shares: dict[int, list[bytes]] = {}
-    for content in revealed.values():
-        record = content[SECAGG]
-        for v, share in zip(record["b-nodes"], record["b-shares"]):
-            b_shares.setdefault(int(v), []).append(share)
-        for v, share in zip(record["s-nodes"], record["s-shares"]):
-            s_shares.setdefault(int(v), []).append(share)
-    try:
-        total = protocol.unmask_sum(masked, sharers, publics, b_shares, s_shares, threshold, fixed_point)
-    except protocol.ProtocolError as err:
-        raise SecureSumError(f"secure sum: {err}") from err
-    if dropped:
-        log.warning("secure sum: %d of %d clients dropped after sharing; their masks were removed",
-                    len(dropped), len(sharers))
-    sums, offset = {}, 0
-    for name in sorted(shapes):
-        count = int(np.prod(shapes[name]))
-        sums[name] = total[offset:offset + count].reshape(shapes[name])
-        offset += count
-    plain = {n: RecordDict({k: v for k, v in masked_replies[n].items() if k not in (MASKED, SECAGG)})
-             for n in survivors}
-    return SecureSumResult(sums=sums, survivors=survivors, dropped=dropped, replies=plain, clipped=clipped,
-                           failures={n: why for n, why in failures.items() if n not in survivors})
+    session = SecureSumSession(grid, shapes=shapes, fixed_point=fixed_point, max_dropout=max_dropout,
+                               timeout=timeout)
+    sharers = session.open(nodes)
+    messages = [Message(session.masking_request(n, request(n)), dst_node_id=n, message_type=message_type)
+                for n in sharers]
+    return session.finish(grid.send_and_receive(messages, timeout=timeout))
