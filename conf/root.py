@@ -68,6 +68,8 @@ class RootConfig(Section):
     evaluate: Mapping[str, Any]
     failures: Mapping[str, Any]
     tracking: Mapping[str, Any]
+    secagg: bool
+    secure_aggregation: Mapping[str, Any]   # parsed by strategies.secagg.config when secagg=true
     progress: bool
     verbose: bool
     plots: bool

@@ -24,7 +24,9 @@ def check_config(cfg: dict[str, Any]) -> None:
         if key not in cfg:
             raise ConfigError(f"the config has no '{key}' section; compose it from conf/ (corolla run ...)")
     check_root(cfg)  # types and ranges first: later checks may convert values
-    check_strategy_config(cfg["strategy"])
+    definition = check_strategy_config(cfg["strategy"])
+    if cfg.get("secagg"):
+        _check_secagg(cfg, definition.server)
     check_attack(cfg)
     check_task_config(cfg["task"], seed=int(cfg["seed"]) if isinstance(cfg["seed"], int) else 0)
     if cfg["model"].get("name") == "custom":  # built and run on one batch of the task's shape
@@ -62,6 +64,18 @@ def check_config(cfg: dict[str, Any]) -> None:
                 f"num_rounds={cfg['num_rounds']} must be a multiple of task.continual.num_tasks={tasks} "
                 f"(each task gets num_rounds / num_tasks rounds), e.g. num_rounds={tasks * max(1, int(cfg['num_rounds']) // tasks)}"
             )
+
+
+def _check_secagg(cfg: dict[str, Any], server_half: type) -> None:
+    from strategies.secagg.config import SecAggConfig
+    from strategies.secagg.strategy import refusal
+
+    if cfg["secagg"] is not True:
+        raise ConfigError(f"secagg: expected true or false, got {cfg['secagg']!r}", key="secagg")
+    SecAggConfig.parse(cfg.get("secure_aggregation") or {}, prefix="secure_aggregation")
+    why = refusal(server_half)
+    if why:
+        raise ConfigError(f"secagg=true cannot run with strategy={cfg['strategy']['name']}: {why}", key="secagg")
 
 
 def _check_number(cfg: dict[str, Any], key: str, ok: bool, why: str) -> None:

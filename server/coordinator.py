@@ -47,6 +47,12 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
     torch.manual_seed(derive_seed(seed, "init"))
     arrays = ArrayRecord(new_model().state_dict())
     strategy = build_server_strategy(cfg["strategy"])
+    if cfg.get("secagg"):
+        from strategies.secagg.config import SecAggConfig
+        from strategies.secagg.strategy import SecureAggregation
+
+        strategy = SecureAggregation(strategy, config=SecAggConfig.parse(cfg["secure_aggregation"],
+                                                                         prefix="secure_aggregation"))
     strategy.max_num_examples = int(cfg["failures"]["max_num_examples"])
     strategy.setup(env)
     arrays = strategy.initial_arrays(arrays)

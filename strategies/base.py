@@ -194,7 +194,23 @@ class ClientHalf:
         self.env = env
 
     def handle(self, message: Message) -> Message:
-        """Dispatch one message to its handler."""
+        """Dispatch one message to its handler (secure-aggregation steps to the secure sum)."""
+        from strategies.secagg import client as secagg
+
+        mtype = message.metadata.message_type
+        if mtype in secagg.MESSAGE_TYPES:
+            return secagg.handle(message, self.env.state)
+        if secagg.is_masking_request(message):
+            rounding = self.env.seed_for(int(message.content["config"].get("server-round", 0)), "secagg-rounding")
+            return secagg.handle(message, self.env.state, lambda m: (self.secure_values(m), RecordDict()),
+                                 rounding_seed=rounding)
+        return self._dispatch(message)
+
+    def secure_values(self, message: Message) -> dict[str, Any]:
+        """The float arrays this client adds to a secure sum for `message` (secagg=true)."""
+        raise ValueError(f"{type(self).__name__} takes part in no secure sum; its strategy refuses secagg=true")
+
+    def _dispatch(self, message: Message) -> Message:
         mtype = message.metadata.message_type
         try:
             method = self.message_types[mtype]

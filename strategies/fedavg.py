@@ -44,6 +44,8 @@ class FedAvgServer(CorollaStrategy, FedAvg):
     defaults, except that client-side evaluation is off: corolla evaluates centrally.
     """
 
+    aggregates_by_sum: ClassVar[bool] = True   # a weighted sum of updates: secagg=true works
+
     def __init__(self, *, config: FedAvgConfig | None = None, **kwargs: Any) -> None:
         self.config = config
         if config is not None:
@@ -113,6 +115,12 @@ class WeightsClient(ClientHalf):
             metrics[ATTACKER_METRIC] = 1.0 if attack else 0.0
         arrays = ArrayRecord(weights)
         return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=message)
+
+    def secure_values(self, message: Message) -> dict[str, Any]:
+        """Under secagg=true: the weighted update, its weight and loss, summed securely."""
+        from strategies.secagg.strategy import weighted_update
+
+        return weighted_update(message, self.train(message))
 
     def evaluate(self, message: Message) -> Message:
         config = message.content["config"]

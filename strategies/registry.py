@@ -178,8 +178,10 @@ def build_server_strategy(strategy_cfg: dict[str, Any]) -> Any:
 
 
 def all_message_types() -> set[str]:
-    """Every message type some registered strategy's client half handles."""
-    types: set[str] = set()
+    """Every message type some registered strategy's client half handles (and secure aggregation's)."""
+    from strategies.secagg.client import MESSAGE_TYPES as SECAGG_TYPES
+
+    types: set[str] = set(SECAGG_TYPES)
     for name in available_strategies():
         try:
             types.update(get_strategy(name).client.message_types)

@@ -26,11 +26,13 @@ def is_masking_request(message: Message) -> bool:
     return SECAGG in message.content.config_records and "src" in message.content.config_records[SECAGG]
 
 
-def handle(message: Message, state: RecordDict, compute: Compute | None = None) -> Message:
+def handle(message: Message, state: RecordDict, compute: Compute | None = None, *,
+           rounding_seed: int | None = None) -> Message:
     """One protocol message: the reply, with the client's secrets kept in `state` between steps.
 
     For the masking request, `compute(message)` returns the named float arrays to sum and the
     plain records to send beside them (metrics that are not secret); the arrays go out masked.
+    `rounding_seed` seeds the stochastic rounding (default: from the client's secret seed).
     """
     node = message.metadata.dst_node_id
     config = message.content.config_records[SECAGG]
@@ -58,7 +60,9 @@ def handle(message: Message, state: RecordDict, compute: Compute | None = None) 
     fixed_point = FixedPoint(clip=float(config["clip"]), modulus_bits=int(config["modulus-bits"]),
                              max_parties=int(config["max-parties"]))
     received = {int(n): c for n, c in zip(config["src"], config["ciphertexts"])}
-    rng = np.random.default_rng(np.frombuffer(secrets.self_seed[:16], dtype=np.uint64))
+    # Stochastic rounding needs no secrecy (the server sees only the sum); a seed makes runs repeat.
+    rng = np.random.default_rng(rounding_seed if rounding_seed is not None
+                                else np.frombuffer(secrets.self_seed[:16], dtype=np.uint64))
     masked, clipped = protocol.mask(secrets, received, vector, fixed_point, rng)
     _save(state, str(config["sid"]), secrets)
     content = RecordDict(dict(plain))

@@ -1,0 +1,170 @@
+"""`secagg=true`: a wrapper that has a weight-averaging server half see only the sum of the updates.
+
+Each training round runs one secure sum around the strategy's own training messages: the keys
+and shares go first, the training message carries the routed shares, each client replies with
+its masked update (weighted by its capped example count, with the weight and loss in the same
+sum), and the unmasking step turns the masked replies into one aggregate. The wrapped strategy
+then aggregates that aggregate as if one client had sent it, so FedAvg, FedProx and the server
+optimizers (FedAdam, FedYogi, FedAdagrad, FedAvgM) keep their own update rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from strategies.secagg.config import SecAggConfig
+from strategies.secagg.fixedpoint import FixedPoint
+from strategies.secagg.server import SecureSumSession
+
+log = logging.getLogger("corolla")
+
+WEIGHT = "~weight"        # sum of capped num-examples / weight_scale
+LOSS = "~train_loss"      # sum of weight x train loss
+WEIGHT_SCALE_KEY = "secagg-weight-scale"
+
+
+def refusal(server_half: type) -> str | None:
+    """Why a server half cannot run under secure aggregation, or None.
+
+    The class whose `aggregate_train` is in use must declare ``aggregates_by_sum = True`` (it then
+    needs only the weighted sum of the updates); a subclass that overrides `aggregate_train`
+    without declaring it again is refused, since it may need each client's reply.
+    """
+    for klass in server_half.__mro__:
+        if "aggregates_by_sum" in vars(klass):
+            if vars(klass)["aggregates_by_sum"]:
+                return None
+            break
+        if "aggregate_train" in vars(klass):
+            break
+    return getattr(server_half, "secure_sum_refusal", None) or (
+        f"{server_half.__name__} aggregates with its own aggregate_train, which needs each client's reply; "
+        "secagg=true works with strategies that aggregate by a weighted sum of updates")
+
+
+class SecureAggregation(Strategy):
+    """Holds a weight-averaging server half and runs each round's aggregation as a secure sum."""
+
+    def __init__(self, inner: Any, *, config: SecAggConfig) -> None:
+        self.inner = inner
+        self.config = config
+        self.session: SecureSumSession | None = None
+        self._global: ArrayRecord | None = None
+        self.stats: dict[int, dict[str, float]] = {}
+
+    # corolla's hooks, forwarded ---------------------------------------------------------------
+    def setup(self, env: Any) -> None:
+        self.inner.setup(env)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+    def initial_arrays(self, default: ArrayRecord) -> ArrayRecord:
+        return self.inner.initial_arrays(default)
+
+    def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any] | None:
+        return self.inner.evaluate_global(server_round, arrays)
+
+    def summary_extra(self) -> dict[str, Any]:
+        return self.inner.summary_extra()
+
+    def round_metrics(self, server_round: int) -> dict[str, float]:
+        return {**self.inner.round_metrics(server_round), **self.stats.get(server_round, {})}
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+    @property
+    def max_num_examples(self) -> int:
+        return self.inner.max_num_examples
+
+    @max_num_examples.setter
+    def max_num_examples(self, value: int) -> None:
+        self.inner.max_num_examples = value
+
+    # Flower's Strategy -----------------------------------------------------------------------
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        messages = list(self.inner.configure_train(server_round, arrays, config, grid))
+        if not messages:
+            return messages
+        shapes = {name: tuple(arr.shape) for name, arr in arrays.items()}
+        shapes.update({WEIGHT: (), LOSS: ()})
+        fixed_point = FixedPoint(clip=self.config.clip, modulus_bits=self.config.modulus_bits,
+                                 max_parties=max(len(messages), 2))
+        self.session = SecureSumSession(grid, shapes=shapes, fixed_point=fixed_point,
+                                        max_dropout=self.config.max_dropout)
+        self._global = arrays
+        sharers = set(self.session.open(m.metadata.dst_node_id for m in messages))
+        out = []
+        for message in messages:
+            node = message.metadata.dst_node_id
+            if node not in sharers:
+                continue
+            # Flower's strategies give every node the same content object: copy before adding to it.
+            content = RecordDict(dict(message.content.items()))
+            content["config"] = ConfigRecord({**message.content["config"], WEIGHT_SCALE_KEY: self.config.weight_scale})
+            out.append(Message(self.session.masking_request(node, content), dst_node_id=node,
+                               message_type=message.metadata.message_type))
+        return out
+
+    def validate_train_reply(self, content: RecordDict, sent: ArrayRecord) -> str | None:
+        if self.session is None:
+            return "no secure sum is open"
+        return self.session.check_reply(content)
+
+    def aggregate_train(self, server_round: int,
+                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        assert self.session is not None and self._global is not None
+        result = self.session.finish(list(replies))
+        weight = float(result.sums.pop(WEIGHT))
+        loss = float(result.sums.pop(LOSS))
+        self.stats[server_round] = {"secagg_survivors": len(result.survivors),
+                                    "secagg_dropped": len(result.dropped),
+                                    "secagg_clipped": result.clipped}
+        if weight <= 0:
+            log.warning("round %d: the secure sum carries no weight; the global model stays", server_round)
+            return None, None
+        mean = ArrayRecord()
+        for name, arr in self._global.items():
+            base = arr.numpy()
+            values = base.astype(np.float64) + result.sums[name] / weight
+            if np.issubdtype(base.dtype, np.integer):
+                values = np.rint(values)
+            mean[name] = Array(np.asarray(values.astype(base.dtype)))
+        metrics = MetricRecord({"num-examples": max(1, round(weight * self.config.weight_scale)),
+                                "train_loss": loss / weight})
+        aggregate = Message(RecordDict({"arrays": mean, "metrics": metrics}), dst_node_id=0, message_type="train")
+        self.session = None
+        return self.inner.aggregate_train(server_round, [aggregate])
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return self.inner.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.inner.aggregate_evaluate(server_round, replies)
+
+
+def weighted_update(message: Message, reply: Message) -> dict[str, np.ndarray]:
+    """A client's values for the secure sum: its capped weight times its update, the weight, the loss."""
+    scale = int(message.content["config"][WEIGHT_SCALE_KEY])
+    metrics = reply.content["metrics"]
+    weight = min(float(metrics["num-examples"]), scale) / scale
+    sent = message.content["arrays"]
+    trained = reply.content["arrays"]
+    values = {name: weight * (trained[name].numpy().astype(np.float64) - sent[name].numpy().astype(np.float64))
+              for name in sent}
+    values[WEIGHT] = np.asarray(weight)
+    values[LOSS] = np.asarray(weight * float(metrics.get("train_loss", 0.0)))
+    return values
