@@ -177,6 +177,12 @@ def client_sketches(model: nn.Module, layers: list[str], x: torch.Tensor, bases:
 class FotServer(FedAvgServer):
     """FedAvg whose update is projected off the bases U of earlier tasks; U grows at each task switch."""
 
+    # The projected update is linear in the weighted mean of the clients' weights, and the bases
+    # need only the sums of the sketches: both work under secure aggregation (secagg=true).
+    aggregates_by_sum: ClassVar[bool] = True
+    secure: Any = None   # set by the secure-aggregation wrapper: sketches are then summed securely
+    secure_survivors: list[int] = []   # ... and the clients whose updates made the last sum
+
     def __init__(self, *, config: FOTConfig, **kwargs: Any) -> None:
         super().__init__(config=config, **kwargs)
         self.config: FOTConfig = config
@@ -246,7 +252,8 @@ class FotServer(FedAvgServer):
         if not valid:
             return None, None
         if self.env.is_task_end(server_round):
-            self.last_round_nodes = [m.metadata.src_node_id for m in valid]
+            self.last_round_nodes = (list(self.secure_survivors) if self.secure is not None
+                                     else [m.metadata.src_node_id for m in valid])
         contents = [m.content for m in valid]
         weights = np.array([float(c.metric_records[next(iter(c.metric_records))][self.weighted_by_key])
                             for c in contents])
@@ -279,13 +286,42 @@ class FotServer(FedAvgServer):
             "fot-sketch-dtype": self.sketch_dtype, "fot-max-samples": self.sketch_max_samples,
         })
         content = RecordDict({"arrays": arrays, "bases": bases, "config": config})
-        messages = [Message(content, message_type=SKETCH, dst_node_id=node) for node in nodes]
         timeout = float(self.env.cfg["engine"]["timeout_s"])
+        if self.secure is not None:
+            self.absorb_secure_sketches(server_round, grid, nodes, content, timeout)
+            return
+        messages = [Message(content, message_type=SKETCH, dst_node_id=node) for node in nodes]
         replies = list(grid.send_and_receive(messages, timeout=timeout))
         if len(replies) < len(messages):
             log.warning("round %d: %d of %d sketch requests got no reply", server_round,
                         len(messages) - len(replies), len(messages))
         self.absorb_sketches(server_round, replies)
+
+    def absorb_secure_sketches(self, server_round: int, grid: Grid, nodes: list[int], content: RecordDict,
+                               timeout: float) -> None:
+        """The bases from a secure sum of the sketches: the server sees sum Y, sum r*n and sum n only."""
+        from strategies.secagg import secure_sum
+        from strategies.secagg.fixedpoint import FixedPoint
+
+        cols = {name: self.sketch_cols or d for name, d in self.layer_dims.items()}
+        shapes = {f"Y.{name}": (d, cols[name]) for name, d in self.layer_dims.items()}
+        shapes.update({f"rn.{name}": () for name in self.layer_dims})
+        shapes.update({f"n.{name}": () for name in self.layer_dims})
+        # Sketch entries have no natural bound: a 64-bit ring with a wide range keeps them exact enough.
+        fixed_point = FixedPoint(clip=float(self.secure.sketch_clip), modulus_bits=64, max_parties=max(len(nodes), 2))
+        result = secure_sum(grid, nodes, request=lambda n: RecordDict(dict(content.items())), message_type=SKETCH,
+                            shapes=shapes, fixed_point=fixed_point, max_dropout=self.secure.max_dropout,
+                            timeout=timeout)
+        if result.clipped:
+            log.warning("round %d: %d sketch values lay outside +-%g and were clipped; raise "
+                        "secure_aggregation.sketch_clip", server_round, result.clipped, fixed_point.clip)
+        self._sketch_clients[server_round] = len(result.survivors)
+        sums = result.sums
+        started = time.perf_counter()
+        self.grow_bases({name: torch.from_numpy(sums[f"Y.{name}"]) for name in self.layer_dims},
+                        {name: float(sums[f"rn.{name}"]) / max(float(sums[f"n.{name}"]), 1e-12)
+                         for name in self.layer_dims})
+        self._server_s[server_round] = self._server_s.get(server_round, 0.0) + time.perf_counter() - started
 
     def _sketch_nodes(self, grid: Grid) -> list[int]:
         available = list(grid.get_node_ids())
@@ -330,16 +366,19 @@ class FotServer(FedAvgServer):
         if not used:
             log.warning("round %d: no client sketched task %d; the FOT bases stay as they were",
                         server_round, self.task_index)
-        for name, y in y_sum.items():
-            r_mean = rn[name] / n_sum[name]
-            directions = new_directions(y, threshold(r_mean, self.eps))
-            before = self.bases[name].shape[1] if name in self.bases else 0
-            self.bases[name] = expand_basis(self.bases.get(name), directions)
-            log.info("FOT %s: r̄=%.3f, +%d directions, basis %d/%d", name, r_mean,
-                     self.bases[name].shape[1] - before, self.bases[name].shape[1], self.layer_dims[name])
-        self.eps = min(1.0, self.eps + self.eps_inc)
+        self.grow_bases(y_sum, {name: rn[name] / n_sum[name] for name in y_sum})
         self._server_s[server_round] = self._server_s.get(server_round, 0.0) + time.perf_counter() - started
         return used
+
+    def grow_bases(self, y_sum: dict[str, torch.Tensor], r_mean: dict[str, float]) -> None:
+        """Add each layer's new principal directions (from the summed sketch) to its basis."""
+        for name, y in y_sum.items():
+            directions = new_directions(y, threshold(r_mean[name], self.eps))
+            before = self.bases[name].shape[1] if name in self.bases else 0
+            self.bases[name] = expand_basis(self.bases.get(name), directions)
+            log.info("FOT %s: r̄=%.3f, +%d directions, basis %d/%d", name, r_mean[name],
+                     self.bases[name].shape[1] - before, self.bases[name].shape[1], self.layer_dims[name])
+        self.eps = min(1.0, self.eps + self.eps_inc)
 
     def check_sketch_reply(self, content: RecordDict) -> str | None:
         """Why a sketch reply cannot be used, or None."""
@@ -417,6 +456,21 @@ class FotClient(WeightsClient):
     def after_backward(self, config: ConfigRecord) -> Callable[[nn.Module], None] | None:
         frozen = list(config.get("fot-frozen", []))
         return freeze(frozen) if frozen else None
+
+    def secure_values(self, message: Message) -> dict[str, Any]:
+        """Under secagg=true: the sketch sums (Y, r*n, n per layer), or the weighted update."""
+        if message.metadata.message_type != SKETCH:
+            return super().secure_values(message)
+        reply = self.sketch(message)
+        sketch, metrics = reply.content["sketch"], reply.content["metrics"]
+        values: dict[str, Any] = {}
+        for key, arr in sketch.items():
+            name = key.removeprefix("Y.")
+            n = float(metrics[f"n.{name}"])
+            values[key] = arr.numpy().astype(np.float64)
+            values[f"rn.{name}"] = np.asarray(float(metrics[f"r.{name}"]) * n)
+            values[f"n.{name}"] = np.asarray(n)
+        return values
 
     def sketch(self, message: Message) -> Message:
         config = message.content["config"]

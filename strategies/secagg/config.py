@@ -16,3 +16,4 @@ class SecAggConfig(Section):
     modulus_bits: Literal[32, 64]                                    # the ring: 32 keeps uploads float32-sized
     max_dropout: float = field(metadata=between(0, 0.5))             # sampled clients that may leave after sharing
     weight_scale: int = field(metadata=between(1))                   # num-examples are capped here when weighting
+    sketch_clip: float = field(metadata=between(0, lo_open=True))   # FOT: |sketch entry| bound (64-bit ring)

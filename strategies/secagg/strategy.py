@@ -62,6 +62,8 @@ class SecureAggregation(Strategy):
     # corolla's hooks, forwarded ---------------------------------------------------------------
     def setup(self, env: Any) -> None:
         self.inner.setup(env)
+        if hasattr(self.inner, "secure"):  # a method with sums of its own (FOT's sketches) uses them too
+            self.inner.secure = self.config
 
     def state_dict(self) -> dict[str, Any]:
         return self.inner.state_dict()
@@ -146,6 +148,8 @@ class SecureAggregation(Strategy):
                                 "train_loss": loss / weight})
         aggregate = Message(RecordDict({"arrays": mean, "metrics": metrics}), dst_node_id=0, message_type="train")
         self.session = None
+        if hasattr(self.inner, "secure_survivors"):
+            self.inner.secure_survivors = list(result.survivors)
         return self.inner.aggregate_train(server_round, [aggregate])
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
