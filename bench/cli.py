@@ -14,6 +14,7 @@ BENCHES: dict[str, str] = {
     "fot": "bench.fot:run",
     "chaos": "bench.chaos:run",
     "robust": "bench.robust:run",
+    "secagg": "bench.secagg:run",
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
