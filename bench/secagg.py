@@ -69,7 +69,7 @@ def one_run(overrides: list[str]) -> dict[str, float]:
 
 def _drop_train_replies(percent: int, seed: int) -> None:
     """Clients chosen per round (seeded) compute their training reply and never send it."""
-    from conf.seeds import derive_seed  # noqa: PLC0415 - worker-only patch
+    from strategies.base import derive_seed  # noqa: PLC0415 - worker-only patch
     from simulation.inline import InlineGrid  # noqa: PLC0415
 
     original = InlineGrid.send_and_receive
