@@ -44,8 +44,6 @@ class FedAvgServer(CorollaStrategy, FedAvg):
     defaults, except that client-side evaluation is off: corolla evaluates centrally.
     """
 
-    aggregates_by_sum: ClassVar[bool] = True   # a weighted sum of updates: secagg=true works
-
     def __init__(self, *, config: FedAvgConfig | None = None, **kwargs: Any) -> None:
         self.config = config
         if config is not None:

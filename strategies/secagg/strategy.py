@@ -33,20 +33,19 @@ WEIGHT_SCALE_KEY = "secagg-weight-scale"
 def refusal(server_half: type) -> str | None:
     """Why a server half cannot run under secure aggregation, or None.
 
-    The class whose `aggregate_train` is in use must declare ``aggregates_by_sum = True`` (it then
-    needs only the weighted sum of the updates); a subclass that overrides `aggregate_train`
-    without declaring it again is refused, since it may need each client's reply.
+    The class whose `aggregate_train` is in use must need only the weighted mean of the replies:
+    Flower's FedAvg, FedProx (FedAvg's), FedAdam, FedYogi, FedAdagrad and FedAvgM (the mean, then a
+    server update), or a class of corolla's that declares ``aggregates_by_sum = True`` beside its own
+    `aggregate_train` (FOT). Everything else may need each client's reply and is refused.
     """
-    for klass in server_half.__mro__:
-        if "aggregates_by_sum" in vars(klass):
-            if vars(klass)["aggregates_by_sum"]:
-                return None
-            break
-        if "aggregate_train" in vars(klass):
-            break
+    from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
+
+    owner = next((k for k in server_half.__mro__ if "aggregate_train" in vars(k)), None)
+    if owner in (FedAvg, FedAdam, FedYogi, FedAdagrad, FedAvgM) or (owner and vars(owner).get("aggregates_by_sum")):
+        return None
     return getattr(server_half, "secure_sum_refusal", None) or (
-        f"{server_half.__name__} aggregates with its own aggregate_train, which needs each client's reply; "
-        "secagg=true works with strategies that aggregate by a weighted sum of updates")
+        f"{server_half.__name__} aggregates with {getattr(owner, '__name__', '?')}.aggregate_train, which needs each "
+        "client's reply; secagg=true works with strategies that aggregate by a weighted mean of the updates")
 
 
 class SecureAggregation(Strategy):

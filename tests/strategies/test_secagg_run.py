@@ -16,8 +16,7 @@ BASE = ["task=digits", "model=mlp", "task.num_clients=5", "num_rounds=2", "strat
 
 
 def _final(run_dir) -> dict[str, np.ndarray]:
-    ckpts = sorted((run_dir / "checkpoints").glob("*.pt")) or [run_dir / "checkpoints" / "last.pt"]
-    state = torch.load(ckpts[-1], weights_only=False)
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     return {k: np.asarray(v, dtype=np.float64) for k, v in state["model"].items()}
 
 
@@ -44,12 +43,25 @@ def test_secure_fot_matches_the_plain_run(tmp_path):
     assert abs(plain["continual"]["acc"] - secure["continual"]["acc"]) <= 0.01
 
 
-@pytest.mark.parametrize("strategy", ["ggeur", "creamfl"])
+@pytest.mark.parametrize("strategy", ["ggeur", "creamfl", "fedmedian", "krum", "bulyan", "fedtrimmedavg", "qfedavg"])
 def test_strategies_that_need_each_reply_are_refused(strategy):
     task = "captioned" if strategy == "creamfl" else "digits"
     cfg = compose([f"strategy={strategy}", f"task={task}", "secagg=true"])
     with pytest.raises(ConfigError, match=f"secagg=true cannot run with strategy={strategy}"):
         check_config(cfg)
+
+
+@pytest.mark.parametrize("strategy", ["fedadam", "fedyogi", "fedadagrad", "fedavgm"])
+def test_server_optimisers_take_the_secure_mean(strategy):
+    check_config(compose([f"strategy={strategy}", "task=digits", "model=mlp", "secagg=true"]))
+
+
+def test_secure_fedadam_matches_the_plain_run(tmp_path):
+    base = [*BASE, "strategy=fedadam"]
+    _, _, plain_dir = run_inline(base, tmp_path / "plain")
+    _, _, secure_dir = run_inline([*base, "secagg=true"], tmp_path / "secure")
+    a, b = _final(plain_dir), _final(secure_dir)
+    assert max(np.abs(a[k] - b[k]).max() for k in a) < 1e-3
 
 
 def test_secagg_settings_are_checked():
