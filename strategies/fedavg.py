@@ -78,9 +78,11 @@ class WeightsClient(ClientHalf):
     def attack(self) -> AttackConfig | None:
         """The run's attack if this client is one of its attackers (drawn from the seed), else None."""
         attack = parse_attack(self.env.cfg.get("attack"))
+        if not attack.active:
+            return None
         chosen = attackers(seed=int(self.env.cfg["seed"]), num_clients=self.env.num_partitions,
                            fraction=attack.fraction)
-        return attack if attack.active and self.env.partition_id in chosen else None
+        return attack if self.env.partition_id in chosen else None
 
     def load_global(self, message: Message) -> torch.nn.Module:
         model = self.env.model_to_overwrite()

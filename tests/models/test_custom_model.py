@@ -11,7 +11,7 @@ from torch import nn
 
 from conf.errors import ConfigError
 from models import build_model, check_model_config
-from strategies.fot import find_projected_layers
+from strategies.fot_layers import find_projected_layers
 from tests.simrun import REPO
 
 TEMPLATE = REPO / "examples" / "custom-model"

@@ -17,7 +17,8 @@ from data.bundle import Split
 from models import build_model
 from strategies.base import ServerEnv, derive_seed
 from conf.errors import ConfigError
-from strategies.fot import FotClient, FotServer, client_sketches, find_projected_layers, layer_columns
+from strategies.fot import FotClient, FotServer
+from strategies.fot_layers import client_sketches, find_projected_layers, layer_columns
 from strategies.registry import build_server_strategy, check_strategy_config, parse_strategy_config
 from strategies.fot_subspace import (
     expand_basis, gaussian_rows, new_directions, principal_angle_cosines, project_out, sketch_columns, threshold,
