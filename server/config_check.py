@@ -6,6 +6,7 @@ from typing import Any
 
 from conf.errors import ConfigError
 from conf.root import check_root
+from server.system.config import system_config
 
 __all__ = ["ConfigError", "check_config", "rounds_per_task"]
 
@@ -36,6 +37,7 @@ def check_config(cfg: dict[str, Any]) -> None:
         check_model_config(cfg["model"], task.input_shape, task.num_classes)
     else:
         check_model_config(cfg["model"])
+    system_config(cfg)  # the `system` group (server/system/config.py)
     _check_number(cfg, "num_rounds", int(cfg["num_rounds"]) >= 1, "must be >= 1")
     _check_number(cfg, "seed", isinstance(cfg["seed"], int), "must be an integer")
     fraction = float(cfg["failures"]["max_fraction"])

@@ -22,6 +22,7 @@ from server.grid import TrackedGrid
 from server.guard import RoundGuard
 from server.checkpoints import load_checkpoint, reconcile_metrics
 from server.recorder import RunRecorder
+from server.system import SystemModel, system_config
 from server.tracking import open_sinks
 from strategies import npy
 from strategies.base import ServerEnv, derive_seed
@@ -83,7 +84,10 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
             guard = RoundGuard(strategy, env=env, seed=seed, first_round=first_round,
                                max_failure_fraction=float(cfg["failures"]["max_fraction"]),
                                order_key=lambda node: tracked.partition_of.get(node, 1 << 62),
-                               partition_of=tracked.partition_of.get, bounds=bounds, node_of=tracked.node_of)
+                               partition_of=tracked.partition_of.get, bounds=bounds, node_of=tracked.node_of,
+                               system=SystemModel(system_config(cfg), seed=seed, num_clients=task.num_clients,
+                                                  train=cfg["train"],
+                                                  partition_of=lambda node: tracked.partition_of.get(node, 1 << 62)))
             recorder.attach(guard, tracked, strategy)
             if cfg.get("evaluate", {}).get("where", "server") != "server":
                 guard.federated = recorder.federated = FederatedEvaluation(cfg)

@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -19,6 +19,9 @@ from conf.errors import first_line
 from strategies.attacks import ATTACKER_METRIC
 from server.bounds import UpdateBounds
 from strategies.base import ServerEnv, derive_seed
+
+if TYPE_CHECKING:
+    from server.system import SystemModel
 
 log = logging.getLogger("corolla")
 
@@ -54,6 +57,8 @@ class RoundStats:
     replies: int = 0
     errors: int = 0
     rejected: int = 0
+    late: int = 0           # replies after system.deadline_s (server/system), left out
+    sim_s: float = 0.0      # the round's simulated duration (server/system)
     started: float = field(default_factory=time.monotonic)
     train_metrics: dict[str, float] = field(default_factory=dict)
     server_s: float = 0.0   # the strategy's own time: configure_train + aggregate_train
@@ -61,8 +66,8 @@ class RoundStats:
 
     @property
     def failures(self) -> int:
-        """Errors, rejected replies and replies that never came."""
-        return self.errors + self.rejected + (self.sent - self.replies)
+        """Errors, rejected and late replies and replies that never came."""
+        return self.errors + self.rejected + self.late + (self.sent - self.replies)
 
 
 class RoundGuard(Strategy):
@@ -80,7 +85,7 @@ class RoundGuard(Strategy):
                  max_failure_fraction: float = 0.5,
                  order_key: Callable[[int], int] | None = None,
                  partition_of: Callable[[int], int | None] | None = None, bounds: UpdateBounds | None = None,
-                 node_of: Callable[[Message], int] | None = None) -> None:
+                 node_of: Callable[[Message], int] | None = None, system: SystemModel | None = None) -> None:
         self.inner = inner
         self.bounds = bounds
         self.node_of = node_of or (lambda reply: reply.metadata.src_node_id)
@@ -91,6 +96,7 @@ class RoundGuard(Strategy):
         self.order_key = order_key or (lambda node: node)
         self.partition_of = partition_of or (lambda node: None)
         self.rounds: dict[int, RoundStats] = {}
+        self.system = system
         self._sent_arrays: ArrayRecord | None = None
         self.federated: Any = None  # server.federated.FederatedEvaluation, when clients evaluate
         self._eval_grid: Any = None
@@ -107,10 +113,13 @@ class RoundGuard(Strategy):
         config["task-id"] = self.env.task_of_round(rnd)
         random.seed(derive_seed(self.seed, rnd, "sample"))
         started = time.perf_counter()
+        if self.system:  # the strategy samples among the clients online this round
+            need = max(int(getattr(self.inner, "min_available_nodes", 1)), int(getattr(self.inner, "min_train_nodes", 1)))
+            grid = self.system.round_grid(grid, rnd, need=need)
         messages = list(self.inner.configure_train(rnd, arrays, config, grid))
         self._sent_arrays = arrays
         self.rounds[rnd] = RoundStats(sent=len(messages), server_s=time.perf_counter() - started)
-        return messages
+        return self.system.send(rnd, messages) if self.system else messages
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -119,6 +128,9 @@ class RoundGuard(Strategy):
         # Aggregate in partition order: float sums then repeat bit for bit across runs and resumes.
         replies = sorted(replies, key=lambda m: self.order_key(self.node_of(m)))
         stats.replies = len(replies)
+        if self.system:  # late replies are left out and counted like failures
+            replies = self.system.settle(rnd, replies)
+            stats.late, stats.sim_s = self.system.rounds[rnd].late, self.system.rounds[rnd].sim_s
         good, first_error = [], None
         for reply in replies:
             node = self.node_of(reply)

@@ -17,6 +17,7 @@ from server.checkpoints import LAST, reconcile_metrics, save_checkpoint
 from server.grid import TrackedGrid
 from server.guard import RoundGuard
 from server.summary import build_summary, process_start, write_summary
+from server.system import sim_time_summary
 from strategies.base import ServerEnv
 
 log = logging.getLogger("corolla")
@@ -145,13 +146,17 @@ class RunRecorder:
             "task": task_id,
             "accuracy": None,
             "loss": None,
-            "num_replies": (stats.replies - stats.errors - stats.rejected) if stats else 0,
+            "num_replies": (stats.replies - stats.errors - stats.rejected - stats.late) if stats else 0,
             "num_failures": stats.failures if stats else 0,
             "num_rejected": stats.rejected if stats else 0,
             "uplink_bytes": up,
             "downlink_bytes": down,
             "wall_s": round(wall, 4),
             "server_s": round(stats.server_s, 6) if stats else 0.0,
+            # the simulated clock (server/system): cumulative, carried on by a resume through history
+            "sim_time_s": round((self.history[-1].get("sim_time_s", 0.0) if self.history else 0.0)
+                                + (stats.sim_s if stats else 0.0), 6),
+            "num_late": stats.late if stats else 0,
         }
 
     def _append(self, record: dict[str, Any]) -> None:
@@ -205,6 +210,7 @@ class RunRecorder:
             summary["clients"] = summary_section(self.history)
         if self.strategy is not None:
             summary.update(self.strategy.summary_extra())
+        sim_time_summary(summary, self.cfg, self.history)
         write_summary(self.run_dir, summary)
         for sink in self.sinks:
             try:

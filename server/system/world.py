@@ -1,0 +1,203 @@
+"""The simulated world of one run: who is online, who drops out, how long each client-round takes.
+
+Every draw is seeded by (run seed, what, partition id[, round]) and keeps no state, so a run and
+its resume see the same world. Clients are named by partition id, never by engine node id.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from server.system.config import SystemConfig
+from strategies.base import derive_seed
+from strategies.payload import record_nbytes
+
+
+@dataclass
+class RoundTiming:
+    """The simulated clock's view of one round."""
+
+    sim_s: float = 0.0                     # when the round ended, in simulated seconds after it started
+    dropped: int = 0                       # sampled clients that never replied
+    late: int = 0                          # replies after system.deadline_s, left out of aggregation
+    durations: dict[int, float] = field(default_factory=dict)   # partition -> simulated seconds
+
+
+class AvailableGrid(Grid):
+    """Flower's grid as the strategy sees it in one round: only the online clients are listed."""
+
+    def __init__(self, grid: Grid, node_ids: list[int]) -> None:
+        self._grid = grid
+        self._node_ids = node_ids
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def set_run(self, run: Any) -> None:
+        self._grid.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        return self._grid.run
+
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
+        return self._grid.create_message(*args, **kwargs)
+
+    def get_node_ids(self) -> list[int]:
+        return list(self._node_ids)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+class SystemModel:
+    """Applies a SystemConfig server-side, so every strategy's training rounds see the same world."""
+
+    def __init__(self, config: SystemConfig, *, seed: int, num_clients: int, train: dict[str, Any],
+                 partition_of: Callable[[int], int]) -> None:
+        self.config = config
+        self.seed = seed
+        self.num_clients = num_clients
+        self.epochs = int(train.get("epochs", 1))
+        self.batch_size = int(train.get("batch_size", 32))
+        self.max_steps = train.get("max_steps")
+        self.partition_of = partition_of
+        self.rounds: dict[int, RoundTiming] = {}
+        self._down_bytes: dict[int, dict[int, int]] = {}
+        self._slow = self._slow_clients()
+
+    # ---- the world ----------------------------------------------------------------------
+    def _rng(self, *parts: Any) -> random.Random:
+        return random.Random(derive_seed(self.seed, "system", *parts))
+
+    def online_prob(self, partition: int, rnd: int) -> float:
+        c = self.config
+        if c.availability == "always":
+            return 1.0
+        if c.availability == "bernoulli":
+            return c.online_prob
+        phase = self._rng("phase", partition).random()   # the client's time zone
+        p = c.online_prob + c.diurnal_amplitude * math.sin(2 * math.pi * (rnd / c.diurnal_period + phase))
+        return min(1.0, max(0.0, p))
+
+    def online(self, partition: int, rnd: int) -> bool:
+        return self._rng("online", partition, rnd).random() < self.online_prob(partition, rnd)
+
+    def drops_out(self, partition: int, rnd: int) -> bool:
+        return self.config.dropout > 0 and self._rng("dropout", partition, rnd).random() < self.config.dropout
+
+    def _slow_clients(self) -> set[int]:
+        c = self.config
+        if c.speed != "slow_fraction":
+            return set()
+        order = list(range(self.num_clients))
+        self._rng("slow").shuffle(order)
+        return set(order[:round(c.slow_fraction * self.num_clients)])
+
+    def speed(self, partition: int) -> float:
+        """Relative compute speed (1: a step costs system.step_cost_s)."""
+        c = self.config
+        if c.speed == "lognormal":
+            return math.exp(self._rng("speed", partition).gauss(0.0, c.speed_sigma))
+        if c.speed == "slow_fraction" and partition in self._slow:
+            return 1.0 / c.slow_factor
+        return 1.0
+
+    def bandwidth_bps(self, partition: int) -> float:
+        """Link bandwidth in bytes per second."""
+        c = self.config
+        factor = math.exp(self._rng("bandwidth", partition).gauss(0.0, c.bandwidth_sigma)) if c.bandwidth_sigma else 1.0
+        return c.bandwidth_mbps * factor * 1e6 / 8
+
+    def local_steps(self, num_examples: int) -> int:
+        steps = self.epochs * -(-num_examples // self.batch_size)
+        return min(steps, int(self.max_steps)) if self.max_steps else steps
+
+    def duration(self, partition: int, *, num_examples: int, down_bytes: int, up_bytes: int) -> float:
+        """Simulated seconds of one client-round: compute at its speed plus transfer at its bandwidth."""
+        compute = self.local_steps(num_examples) * self.config.step_cost_s / self.speed(partition)
+        return compute + (down_bytes + up_bytes) / self.bandwidth_bps(partition)
+
+    # ---- hooks for RoundGuard -----------------------------------------------------------
+    def round_grid(self, grid: Grid, rnd: int, *, need: int) -> Grid:
+        """The grid the strategy samples from: the online clients (at least `need`, as a server waits)."""
+        if self.config.availability == "always":
+            return grid
+        nodes = list(grid.get_node_ids())
+        online = [n for n in nodes if self.online(self.partition_of(n), rnd)]
+        if len(online) < need:  # the server waits: the first clients to come online join
+            offline = [n for n in nodes if n not in online]
+            self._rng("wait", rnd).shuffle(offline)
+            joined = set(online) | set(offline[:need - len(online)])
+            online = [n for n in nodes if n in joined]
+        return AvailableGrid(grid, online)
+
+    def send(self, rnd: int, messages: list[Message]) -> list[Message]:
+        """The messages that reach a client that will reply; dropped clients' messages stay unsent."""
+        timing = self.rounds[rnd] = RoundTiming()
+        kept = []
+        for message in messages:
+            partition = self.partition_of(message.metadata.dst_node_id)
+            if self.drops_out(partition, rnd):
+                timing.dropped += 1
+                continue
+            self._down_bytes.setdefault(rnd, {})[partition] = record_nbytes(message.content)
+            kept.append(message)
+        return kept
+
+    def settle(self, rnd: int, replies: list[Message]) -> list[Message]:
+        """The replies that arrive by the deadline; counts the late ones and sets the round's sim time."""
+        timing = self.rounds.setdefault(rnd, RoundTiming())
+        down = self._down_bytes.pop(rnd, {})
+        deadline = self.config.deadline_s
+        on_time, slowest = [], 0.0
+        for reply in replies:
+            if reply.has_error():
+                on_time.append(reply)
+                continue
+            partition = self.partition_of(reply.metadata.src_node_id)
+            metrics = next(iter(reply.content.metric_records.values()), {})
+            seconds = self.duration(partition, num_examples=int(metrics.get("num-examples", 0)),
+                                    down_bytes=down.get(partition, 0), up_bytes=record_nbytes(reply.content))
+            timing.durations[partition] = seconds
+            if deadline is not None and seconds > deadline:
+                timing.late += 1
+                continue
+            slowest = max(slowest, seconds)
+            on_time.append(reply)
+        waited_out = deadline is not None and (timing.late or timing.dropped)
+        timing.sim_s = float(deadline) if waited_out else slowest
+        return on_time
+
+
+def sim_time_summary(summary: dict[str, Any], cfg: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    """Add the simulated clock to summary.json: timing.sim_time_s and, with system.tta_targets, time_to_accuracy."""
+    from server.system.config import system_config
+
+    done = [r for r in history if r.get("status", "completed") == "completed"]
+    summary.setdefault("timing", {})["sim_time_s"] = done[-1].get("sim_time_s", 0.0) if done else 0.0
+    targets = system_config(cfg).tta_targets
+    if targets:
+        summary["time_to_accuracy"] = time_to_accuracy(done, targets)
+
+
+def time_to_accuracy(history: list[dict[str, Any]], targets: Iterable[float]) -> dict[str, float | None]:
+    """Simulated seconds until the global accuracy first reached each target (None: never)."""
+    out: dict[str, float | None] = {}
+    for target in targets:
+        hit = next((r for r in history if r.get("accuracy") is not None and r["accuracy"] >= target), None)
+        out[str(target)] = None if hit is None else hit.get("sim_time_s")
+    return out
