@@ -122,3 +122,15 @@ def test_strategies_run_under_flaky_and_count_what_they_lost(tmp_path: Path, str
     online = [max(sum(world.online(c, r) for c in range(10)), 2) for r in (1, 2, 3)]
     assert [r["num_replies"] + r["num_failures"] for r in records] == [max(n // 2, 2) for n in online]
     assert online != [10, 10, 10]
+
+
+def test_the_readme_commands_compose_and_pass_the_check() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    commands = [line.split()[2:] for line in readme.splitlines()
+                if line.split()[:2] in (["corolla", "run"], [".venv/bin/corolla", "run"]) and "system=" in line.split()[2]]
+    assert commands
+    for overrides in commands:
+        cfg = compose(overrides)
+        check_config(cfg)
+        assert system_config(cfg).deadline_s == 20 and system_config(cfg).tta_targets == [0.7, 0.8]
+        assert _world("stragglers").speed(0) in (0.1, 1.0)
