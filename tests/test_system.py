@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bench.inline import run_inline
+from simulation.inline import run_inline
 from conf.compose import compose
 from conf.errors import ConfigError
 from server.config_check import check_config
@@ -65,7 +65,8 @@ def test_bad_system_settings_are_refused_before_any_engine(override: str, key: s
 def test_the_world_is_seeded_per_client_and_round() -> None:
     flaky = _world("flaky")
     online = [[flaky.online(c, r) for c in range(100)] for r in range(1, 6)]
-    assert online == [[_world("flaky").online(c, r) for c in range(100)] for r in range(1, 6)]  # resume: same world
+    again = _world("flaky")   # a resume builds its world anew: the same one
+    assert online == [[again.online(c, r) for c in range(100)] for r in range(1, 6)]
     assert online[0] != online[1]
     share = sum(map(sum, online)) / 500
     assert 0.6 < share < 0.8   # online_prob 0.7
@@ -134,3 +135,19 @@ def test_the_readme_commands_compose_and_pass_the_check() -> None:
         check_config(cfg)
         assert system_config(cfg).deadline_s == 20 and system_config(cfg).tta_targets == [0.7, 0.8]
         assert _world("stragglers").speed(0) in (0.1, 1.0)
+
+
+def test_a_resumed_flaky_run_sees_the_same_world_and_clock(tmp_path: Path) -> None:
+    from tests.simrun import FAST, read_metrics, run_corolla, run_dir_of
+
+    args = ["run", "engine=inline", *FAST, "system=flaky", "system.dropout=0.3",
+            "system.deadline_s=2", "failures.max_fraction=1.0", "seed=3"]
+    full = run_dir_of(run_corolla([*args, "num_rounds=4", f"hydra.run.dir={tmp_path / 'full'}"]))
+    part = run_dir_of(run_corolla([*args, "num_rounds=2", f"hydra.run.dir={tmp_path / 'part'}"]))
+    resumed = run_dir_of(run_corolla(["run", f"resume={part}", "num_rounds=4"]))
+    keys = ("round", "num_replies", "num_failures", "num_late", "sim_time_s", "accuracy")
+    expected = [{k: r[k] for k in keys} for r in read_metrics(full)]
+    assert [{k: r[k] for k in keys} for r in read_metrics(resumed)] == expected
+    assert sum(r["num_failures"] for r in expected) > 0 and expected[-1]["sim_time_s"] > 0
+    model, base = _model(resumed), _model(full)
+    assert all(torch.equal(model[k], base[k]) for k in base)
