@@ -114,12 +114,13 @@ def make_ca(common_name: str = "corolla federation CA") -> tuple[ec.EllipticCurv
     return key, cert
 
 
-def make_server_cert(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, sans: Sans,
-                     common_name: str = "corolla SuperLink") -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    """The SuperLink's TLS key and certificate, signed by the CA, valid for `sans`."""
+def _leaf_cert(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, *, common_name: str,
+               usage: x509.ObjectIdentifier, sans: "Sans | None" = None
+               ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A fresh TLS key and its certificate for one extended key usage, signed by the CA."""
     key = ec.generate_private_key(TLS_CURVE())
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject).public_key(key.public_key())
@@ -130,37 +131,29 @@ def make_server_cert(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certifica
         .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
                                      data_encipherment=False, key_agreement=True, key_cert_sign=False,
                                      crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(sans.extension(), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if sans is not None:
+        builder = builder.add_extension(sans.extension(), critical=False)
+    cert = (
+        builder
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
         .sign(ca_key, hashes.SHA384())
     )
     return key, cert
+
+
+def make_server_cert(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, sans: Sans,
+                     common_name: str = "corolla SuperLink") -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """The SuperLink's TLS key and certificate, signed by the CA, valid for `sans`."""
+    return _leaf_cert(ca_key, ca_cert, common_name=common_name, usage=ExtendedKeyUsageOID.SERVER_AUTH, sans=sans)
 
 
 def make_operator_cert(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate
                        ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """The operator's TLS client key and certificate (clientAuth only), signed by the CA."""
-    key = ec.generate_private_key(TLS_CURVE())
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, OPERATOR_CN)]))
-        .issuer_name(ca_cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - dt.timedelta(minutes=5))
-        .not_valid_after(_now() + dt.timedelta(days=SERVER_DAYS))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=True, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
-        .sign(ca_key, hashes.SHA384())
-    )
-    return key, cert
+    return _leaf_cert(ca_key, ca_cert, common_name=OPERATOR_CN, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
 
 
 def make_node_keys(comment: str) -> tuple[bytes, bytes]:
@@ -245,7 +238,7 @@ def sans_from_args(args: argparse.Namespace) -> Sans:
     dns = [] if args.no_loopback else list(LOOPBACK_DNS)
     ips = [] if args.no_loopback else list(LOOPBACK_IPS)
     for name in args.san_dns:
-        (ips if _is_ip(name) else dns).append(name)
+        (ips if is_ip(name) else dns).append(name)
     ips += list(args.san_ip)
     dns, ips = list(dict.fromkeys(dns)), list(dict.fromkeys(ips))
     if not dns and not ips:
@@ -253,7 +246,7 @@ def sans_from_args(args: argparse.Namespace) -> Sans:
     return Sans(tuple(dns), tuple(ips))
 
 
-def _is_ip(text: str) -> bool:
+def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -368,7 +361,7 @@ def _lifecycle(argv: list[str]) -> int:
                   f"(register with `flwr supernode register {files[1]} <connection>`)")
         elif argv[0] == "renew":
             for ip in args.san_ip:
-                if not _is_ip(ip):
+                if not is_ip(ip):
                     parser.error(f"--san-ip {ip!r} is not an IP address")
             args.no_loopback = True
             extra = sans_from_args(args) if (args.san_dns or args.san_ip) else Sans((), ())

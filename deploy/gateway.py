@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 from pathlib import Path
 
-from deploy.certs import CA_CERT, OPERATOR_CERT, OPERATOR_CN, OPERATOR_KEY, SERVER_CERT, SERVER_KEY
+from deploy.certs import CA_CERT, OPERATOR_CERT, OPERATOR_CN, OPERATOR_KEY, SERVER_CERT, SERVER_KEY, is_ip
 
 # Flower 1.42 serves every API of the SuperLink under one HTTPS port, told apart only by path.
 FLEET_PATHS = r"^/v1/fleet/[a-z-]+$"
@@ -108,7 +107,7 @@ def render_operator(certs: str, *, prefix: str, gateway: str, listen: str = f"12
     gateway's certificate against the federation CA (and its name: `server_name`).
     """
     host = gateway.rsplit(":", 1)[0].strip("[]")
-    name = server_name or (UPSTREAM_NAME if _is_ip(host) else host)
+    name = server_name or (UPSTREAM_NAME if is_ip(host) else host)
     lines = _preamble(prefix, as_root=as_root) + [
         "  upstream gateway {",
         f"    server {gateway};",
@@ -128,14 +127,6 @@ def render_operator(certs: str, *, prefix: str, gateway: str, listen: str = f"12
         "}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 def prepare(prefix: Path, config: str) -> Path:
