@@ -63,7 +63,7 @@ def test_multirun_writes_one_run_dir_per_job_and_starts_ray_once(tmp_path: Path)
         ("task.num_clients=0", "num_clients"),
         ("task.alpha=0", "alpha"),
         ("task.num_clients=5000", "num_clients"),
-        ("strategy.bogus=1", "strategy.bogus is not a parameter"),
+        ("strategy.bogus=1", "strategy.bogus is not a setting of FedAvgConfig"),
     ],
 )
 def test_bad_config_fails_before_ray_starts(tmp_path: Path, override: str, message: str) -> None:
