@@ -42,12 +42,14 @@ class UpdateBounds:
                sent: ArrayRecord | None) -> tuple[list[Message], list[tuple[int, str]]]:
         """(replies kept, [(node, reason)] rejected) for one round's validated replies."""
         refused: dict[int, str] = {}
+        norms = {i: update_norm(r, sent) for i, r in enumerate(replies)}
         for i, reply in enumerate(replies):
-            reason = self._examples_reason(reply, rnd)
+            # Only weight updates are bounded: other replies (CreamFL's representations) count
+            # public-set items in num-examples, not the node's own partition.
+            reason = self._examples_reason(reply, rnd) if norms[i] is not None else None
             if reason:
                 refused[i] = reason
-        norms = {i: update_norm(r, sent) for i, r in enumerate(replies) if i not in refused}
-        comparable = {i: n for i, n in norms.items() if n is not None}
+        comparable = {i: n for i, n in norms.items() if n is not None and i not in refused}
         if len(comparable) >= self.min_replies:
             median = float(np.median(list(comparable.values())))
             limit = self.norm_factor * median
@@ -68,7 +70,7 @@ class UpdateBounds:
     def _examples_reason(self, reply: Message, rnd: int) -> str | None:
         node = reply.metadata.src_node_id
         bound = self.declared(node, rnd)
-        if bound is None:
+        if not bound:  # nothing declared (a site that holds its own data declares no partition size)
             return None
         for metrics in reply.content.metric_records.values():
             value = metrics.get("num-examples")
