@@ -17,25 +17,12 @@ from strategies.payload import record_nbytes
 log = logging.getLogger("corolla")
 
 
-class TrackedGrid(Grid):
-    """Delegates to Flower's grid; meters uplink/downlink bytes and orders nodes by partition.
+class GridDelegate(Grid):
+    """Flower's Grid API passed through to an inner grid; subclasses change what they need."""
 
-    Nodes are ordered by the partition they hold (learned from a `query.hello` exchange), so a
-    seeded sampler picks the same partitions in every run, whatever node ids the engine assigns.
-    """
-
-    def __init__(self, grid: Grid, *, hello_timeout: float = 60.0) -> None:
+    def __init__(self, grid: Grid) -> None:
         self._grid = grid
-        self._hello_timeout = hello_timeout
-        self.partition_of: dict[int, int] = {}
-        self.num_partitions_of: dict[int, int] = {}
-        self.uplink_bytes = 0
-        self.downlink_bytes = 0
-        self.messages_sent = 0
-        self.error_replies = 0
-        self.dst_of: dict[str, int] = {}  # message id -> the node it went to
 
-    # Flower's Grid API, delegated -------------------------------------------------------
     def set_run(self, run: Any) -> None:
         self._grid.set_run(run)
 
@@ -49,6 +36,38 @@ class TrackedGrid(Grid):
     def get_nodes(self) -> Iterable[Any]:
         return self._grid.get_nodes()
 
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+class TrackedGrid(GridDelegate):
+    """Delegates to Flower's grid; meters uplink/downlink bytes and orders nodes by partition.
+
+    Nodes are ordered by the partition they hold (learned from a `query.hello` exchange), so a
+    seeded sampler picks the same partitions in every run, whatever node ids the engine assigns.
+    """
+
+    def __init__(self, grid: Grid, *, hello_timeout: float = 60.0) -> None:
+        super().__init__(grid)
+        self._hello_timeout = hello_timeout
+        self.partition_of: dict[int, int] = {}
+        self.num_partitions_of: dict[int, int] = {}
+        self.uplink_bytes = 0
+        self.downlink_bytes = 0
+        self.messages_sent = 0
+        self.error_replies = 0
+        self.dst_of: dict[str, int] = {}  # message id -> the node it went to
+
+    # Flower's Grid API, metered ---------------------------------------------------------
     def get_node_ids(self) -> list[int]:
         ids = list(self._grid.get_node_ids())
         unknown = [n for n in ids if n not in self.partition_of]

@@ -15,6 +15,7 @@ from typing import Any
 from flwr.app import Message
 from flwr.serverapp import Grid
 
+from server.grid import GridDelegate
 from server.system.config import SystemConfig
 from strategies.base import derive_seed
 from strategies.payload import record_nbytes
@@ -30,37 +31,18 @@ class RoundTiming:
     durations: dict[int, float] = field(default_factory=dict)   # partition -> simulated seconds
 
 
-class AvailableGrid(Grid):
+class AvailableGrid(GridDelegate):
     """Flower's grid as the strategy sees it in one round: only the online clients are listed."""
 
     def __init__(self, grid: Grid, node_ids: list[int]) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self._node_ids = node_ids
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
 
-    def set_run(self, run: Any) -> None:
-        self._grid.set_run(run)
-
-    @property
-    def run(self) -> Any:
-        return self._grid.run
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:
-        return self._grid.create_message(*args, **kwargs)
-
     def get_node_ids(self) -> list[int]:
         return list(self._node_ids)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        return self._grid.send_and_receive(messages, timeout=timeout)
 
 
 class SystemModel:
