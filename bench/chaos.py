@@ -66,7 +66,10 @@ def rounds_recorded(run_dir: Path) -> int:
 def kill_once(args: list[str], run_dir: Path, moment: str, rng: random.Random, *, num_rounds: int,
               startup_s: float, timeout: float = 600) -> bool:
     """Start `corolla run <args>` and SIGKILL it at `moment`; False if it finished first."""
-    pause = 3.0 if moment == "checkpoint" else 0.0
+    # Held-open checkpoint writes: 3 s so a "checkpoint" kill lands inside one; 0.5 s under "round" so
+    # that tiny runs (rounds of milliseconds) cannot run past the target round between two polls.
+    pause = {"checkpoint": 3.0, "round": 0.5}.get(moment, 0.0)
+    tmp = (run_dir / LAST).parent / f".{Path(LAST).name}.tmp"
     proc = subprocess.Popen([*CLI, *args], cwd=REPO, env=env(pause_checkpoint=pause), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     start_rounds = rounds_recorded(run_dir)
@@ -78,12 +81,16 @@ def kill_once(args: list[str], run_dir: Path, moment: str, rng: random.Random, *
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return False
-            if moment == "startup" and time.monotonic() - started >= delay:
+            # Start-up ends when this process records its first round: kill then at the latest, so a
+            # slow start-up estimate cannot turn a "startup" kill into a late one that leaves no rounds.
+            if moment == "startup" and (time.monotonic() - started >= delay or rounds_recorded(run_dir) > start_rounds):
                 break
             if moment == "round" and rounds_recorded(run_dir) >= target:
+                while tmp.exists() and proc.poll() is None:   # the round's checkpoint: let it finish
+                    time.sleep(0.01)
                 time.sleep(delay)
                 break
-            if moment == "checkpoint" and (run_dir / LAST).parent.joinpath(f".{Path(LAST).name}.tmp").exists():
+            if moment == "checkpoint" and tmp.exists():
                 time.sleep(rng.uniform(0, pause / 2))
                 break
             time.sleep(0.05)
