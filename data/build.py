@@ -6,18 +6,16 @@ import math
 
 import numpy as np
 
+from conf.seeds import derive_seed
 from data.config import TaskConfig
 from data.errors import ConfigError
 from data.partition import partition_indices
 
 
-def derive_seed(seed: int, *keys: int) -> int:
-    """A seed for one purpose (keys) derived from the run's seed, independent across purposes."""
-    return int(np.random.SeedSequence([int(seed) % 2**32, *keys]).generate_state(1)[0])
+__all__ = ["PARTITION_SEED", "VAL_SEED", "carve_val", "derive_seed", "partition_pool"]
 
-
-# Purposes for derive_seed.
-VAL_SEED, PARTITION_SEED = 0, 1
+# Purposes for derive_seed (conf/seeds.py, re-exported here for the task builders).
+VAL_SEED, PARTITION_SEED = "val", "partition"
 
 
 def carve_val(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

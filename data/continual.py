@@ -17,7 +17,7 @@ def pixel_permutations(num_tasks: int, num_pixels: int) -> list[np.ndarray]:
     """Task 0 keeps the pixel order; task t >= 1 uses a fixed random permutation of its own."""
     perms = [np.arange(num_pixels)]
     for t in range(1, num_tasks):
-        rng = np.random.default_rng(np.random.SeedSequence([PERMUTATION_SEED, t]))
+        rng = np.random.default_rng(derive_seed(PERMUTATION_SEED, "permutation", t))
         perms.append(rng.permutation(num_pixels))
     return perms
 

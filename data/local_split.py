@@ -10,7 +10,7 @@ import numpy as np
 from data.build import derive_seed
 from data.bundle import TaskBundle
 
-LOCAL_TEST_SEED = 2  # a purpose for derive_seed, beside data.build's VAL_SEED and PARTITION_SEED
+LOCAL_TEST_SEED = "local-test"  # a purpose for derive_seed, beside data.build's VAL_SEED and PARTITION_SEED
 
 
 def with_local_tests(bundle: TaskBundle, fraction: float, seed: int) -> TaskBundle:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-import numpy as np
 from flwr.app import ArrayRecord, Context, Message, RecordDict
 
+from conf.seeds import derive_seed  # re-exported: strategies and their tests import it from here
 from strategies.registry import StrategyDef, parse_strategy_config
 
 __all__ = ["ClientEnv", "ClientHalf", "CorollaStrategy", "ServerEnv", "StrategyDef", "derive_seed"]
@@ -220,9 +219,3 @@ class ClientHalf:
                 f"it handles {sorted(self.message_types)}"
             ) from None
         return getattr(self, method)(message)
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 32-bit seed from any parts, stable across processes (unlike hash())."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int(np.frombuffer(digest[:4], dtype=np.uint32)[0])
