@@ -233,8 +233,14 @@ def test_zero_weight_distillation_leaves_the_server_as_public_only(tmp_path) -> 
         assert torch.equal(alone_w[key], zero_w[key]), key
     _, metrics, tiny = run_inline([*TINY, "num_rounds=2", "strategy.kd_weight=1e-9"], tmp_path / "tiny")
     assert all(m["distill_loss"] > 0 for m in metrics)  # the distillation steps were taken
-    for key, value in _weights(tiny).items():
-        torch.testing.assert_close(value, alone_w[key], atol=1e-6, rtol=0, msg=key)
+    # Measured as the whole model's relative move, not per tensor: AdamW's later public steps divide
+    # by sqrt(v), and for the attention key biases (whose gradient is zero up to float noise: softmax
+    # ignores a shift shared by all keys) v is noise too, so 1e-9 there can become ~1e-5. The replayed
+    # first moment moved every weight by a full step (relative ~1e-3).
+    tiny_w = _weights(tiny)
+    moved = torch.sqrt(sum(((tiny_w[k] - alone_w[k]).double() ** 2).sum() for k in alone_w))
+    size = torch.sqrt(sum((alone_w[k].double() ** 2).sum() for k in alone_w))
+    assert float(moved / size) < 1e-6, float(moved / size)
 
 
 def _targets(server: CreamFLServer, seed: int = 0) -> dict[str, torch.Tensor]:
