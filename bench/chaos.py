@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from bench.report import BenchReport
-from server.checkpoints import FAULT_PAUSE_ENV, LAST
+from server.checkpoints import FAULT_PAUSE_ENV, LAST, partial_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "simulation.cli", "run"]
@@ -69,7 +69,7 @@ def kill_once(args: list[str], run_dir: Path, moment: str, rng: random.Random, *
     # Held-open checkpoint writes: 3 s so a "checkpoint" kill lands inside one; 0.5 s under "round" so
     # that tiny runs (rounds of milliseconds) cannot run past the target round between two polls.
     pause = {"checkpoint": 3.0, "round": 0.5}.get(moment, 0.0)
-    tmp = (run_dir / LAST).parent / f".{Path(LAST).name}.tmp"
+    tmp = partial_checkpoint(run_dir)
     proc = subprocess.Popen([*CLI, *args], cwd=REPO, env=env(pause_checkpoint=pause), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     start_rounds = rounds_recorded(run_dir)

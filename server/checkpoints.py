@@ -20,6 +20,12 @@ PREVIOUS = "checkpoints/previous.pt"
 FAULT_PAUSE_ENV = "COROLLA_FAULT_CHECKPOINT_PAUSE_S"   # tests only: seconds to hold a checkpoint write open
 
 
+def partial_checkpoint(run_dir: Path) -> Path:
+    """The temporary file a checkpoint is written to before its rename to last.pt."""
+    last = run_dir / LAST
+    return last.parent / f".{last.name}.tmp"
+
+
 def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> None:
     """Write checkpoints/last.pt and keep the one before it as previous.pt.
 
@@ -30,7 +36,7 @@ def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> None:
     torch.save(payload, buffer)
     last, previous = run_dir / LAST, run_dir / PREVIOUS
     last.parent.mkdir(parents=True, exist_ok=True)
-    tmp = last.parent / f".{last.name}.tmp"
+    tmp = partial_checkpoint(run_dir)
     with tmp.open("wb") as f:
         f.write(buffer.getvalue())
         f.flush()
