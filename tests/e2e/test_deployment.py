@@ -392,7 +392,9 @@ def test_revoked_site_is_refused_and_the_others_keep_working(fed: Federation, tm
     try:
         result = fed.run(f"{FEDAVG} num_rounds=1", tmp_path / "run")
     finally:
-        proc.stop()
+        executor = fed.others[fed.others.index(proc) + 1]
+        for site_proc in (proc, executor):  # the former site goes away
+            site_proc.stop()
     records = _check(fed, result)
     assert records[0]["num_replies"] == NUM_NODES and records[0]["num_failures"] == 0, records
     fed.timings["1-round run after a site was revoked s"] = result.seconds
