@@ -50,6 +50,19 @@ def _preamble(prefix: str, *, as_root: bool) -> list[str]:
     return lines
 
 
+# The SuperLink's own log (uvicorn's access line next to Flower's refusal reason) then names the site's
+# address and port, not the gateway's: uvicorn trusts X-Forwarded-For from 127.0.0.1 (its default
+# FORWARDED_ALLOW_IPS), where the gateway connects from. proxy_set_header replaces any X-Forwarded-For
+# a client sends, so a site cannot choose what the SuperLink logs. IPv6 peers get brackets.
+PEER_MAP = [
+    "  map $remote_addr $corolla_peer {",
+    '    "~:"     "[$remote_addr]:$remote_port";',
+    '    default "$remote_addr:$remote_port";',
+    "  }",
+]
+FORWARD_PEER = "proxy_set_header X-Forwarded-For $corolla_peer;"
+
+
 def render_gateway(certs: str, *, prefix: str, superlink: str = f"127.0.0.1:{SUPERLINK_INTERNAL_PORT}",
                    fleet_listen: str = f"0.0.0.0:{FLEET_PORT}", control_listen: str = f"0.0.0.0:{CONTROL_PORT}",
                    as_root: bool = False) -> str:
@@ -70,7 +83,7 @@ def render_gateway(certs: str, *, prefix: str, superlink: str = f"127.0.0.1:{SUP
         "    proxy_ssl_verify on;",
         f"    proxy_ssl_name {UPSTREAM_NAME};",
     ]
-    lines = _preamble(prefix, as_root=as_root) + [
+    lines = _preamble(prefix, as_root=as_root) + PEER_MAP + [
         # No keepalive pool: after a SuperLink restart a pooled connection is dead, and nginx does not
         # retry a POST on a fresh one (it answers 502). A new loopback TLS connection per request is cheap.
         "  upstream superlink {",
@@ -79,6 +92,7 @@ def render_gateway(certs: str, *, prefix: str, superlink: str = f"127.0.0.1:{SUP
         "  server {                          # sites: the Fleet API only",
         f"    listen {fleet_listen} ssl;",
         *tls, *upstream_tls,
+        f"    {FORWARD_PEER}",
         f"    location ~ {FLEET_PATHS} {{ proxy_pass https://superlink; }}",
         "    location / { return 403; }",
         "  }",
@@ -88,6 +102,7 @@ def render_gateway(certs: str, *, prefix: str, superlink: str = f"127.0.0.1:{SUP
         f"    ssl_client_certificate {certs}/{CA_CERT};",
         "    ssl_verify_client on;",
         "    ssl_verify_depth 1;",
+        f"    {FORWARD_PEER}",
         f"    location ~ {CONTROL_PATHS} {{",
         f'      if ($ssl_client_s_dn !~ "(^|,)CN={OPERATOR_CN}(,|$)") {{ return 403; }}',
         "      proxy_pass https://superlink;",

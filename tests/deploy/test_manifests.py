@@ -310,8 +310,59 @@ def test_dockerfile_installs_cpu_torch_first() -> None:
     assert re.search(r'pip install --index-url "\$TORCH_INDEX_URL" "torch==\$\{TORCH_VERSION\}"', text)
     pyproject = (DEPLOY.parent / "pyproject.toml").read_text()
     assert '"torch==2.13.0"' in pyproject  # the pin the image satisfies before corolla's install
-    assert 'ENTRYPOINT ["flower-superexec"]' in lines and "USER app" in lines
-    assert "--uid 49999" in text  # the same uid as Flower's official images
+    assert 'ENTRYPOINT ["flower-superexec"]' in lines
+
+
+def _dockerfile_args_before_from(text: str) -> dict[str, str]:
+    head = text[:text.index("\nFROM ")]
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", head, flags=re.M))
+
+
+def test_app_image_is_built_on_flowers_superexec_image() -> None:
+    """Flower publishes flwr/superexec:<version>-py<python>-ubuntu24.04 for each Python its release supports;
+    the image uses the one for the installed Flower and the Python the pins were resolved with (this venv)."""
+    import importlib.metadata as md
+    import sys
+
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    text = (DEPLOY / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM (.+)$", text, flags=re.M)
+    assert froms == ["flwr/superexec:${FLWR_VERSION}-py${PYTHON_VERSION}-ubuntu24.04"], froms  # one stage
+    args = _dockerfile_args_before_from(text)
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert args == {"FLWR_VERSION": flwr.__version__, "PYTHON_VERSION": python}, args
+    meta = md.metadata("flwr")
+    assert SpecifierSet(meta["Requires-Python"]).contains(f"{python}.0")
+    assert f"Programming Language :: Python :: {python}" in meta.get_all("Classifier")
+    # Flower's image installs plain flwr: Ray comes only with its `simulation` extra.
+    for text_req in md.requires("flwr") or []:
+        req = Requirement(text_req)
+        if req.name.lower() == "ray":
+            assert req.marker is not None and not req.marker.evaluate({"extra": ""}), text_req
+    # Installs as root (the app user cannot alter the installed code), runs as Flower's `app` (uid 49999).
+    users = re.findall(r"^USER (\S+)$", text, flags=re.M)
+    assert users == ["root", "app"], users
+    assert text.index("USER root") < text.index("pip install") and text.rindex("pip install") < text.index("USER app")
+    assert "useradd" not in text  # the base image's user, the same uid as flwr/superlink and flwr/supernode
+    for check in ("assert sys.version_info[:2]", "assert flwr.__version__ == '${FLWR_VERSION}'"):
+        assert check in text  # the build fails if the base image is not what the pins expect
+
+
+def test_app_containers_have_health_checks_on_flowers_health_service() -> None:
+    services = compose()["services"]
+    for name in ("serverapp", *(f"clientapp-{s}" for s in SITES)):
+        service = services[name]
+        _check_health(service["command"], APP_HEALTH)
+        assert service["healthcheck"]["test"][-1] == APP_HEALTH and "grpc_health" in service["healthcheck"]["test"][3]
+    docs = k8s_docs()
+    apps = [_containers(docs[("Deployment", "superlink")])["serverapp"],
+            *(_containers(docs[("Deployment", f"supernode-{s}")])["clientapp"] for s in SITES)]
+    for cont in apps:
+        assert cont["image"] == APP_IMAGE
+        _check_health(cont["args"], APP_HEALTH)
+        assert cont["livenessProbe"]["grpc"]["port"] == int(APP_HEALTH.rsplit(":", 1)[1]), cont["name"]
 
 
 # README ---------------------------------------------------------------------------------------

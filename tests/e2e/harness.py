@@ -204,6 +204,7 @@ class Federation:
         self.nodes: dict[int, Proc] = {}
         self.executors: dict[int, Proc] = {}
         self.node_ports: dict[int, int] = {}
+        self.killed_at: dict[int, float] = {}  # site -> time.monotonic() of its last crash
         self.others: list[Proc] = []
         self.timings: dict[str, float] = {}
         self.flwr_home.mkdir(parents=True)
@@ -246,21 +247,25 @@ class Federation:
 
     def start_node(self, index: int, partition_id: int, num_partitions: int, *, key: str | None = None,
                    extra: list[str] | None = None, name: str | None = None, wait: bool = True,
-                   env: dict[str, str] | None = None, timeout: float = 60) -> Proc:
-        """Start SuperNode `index` (its key supernode-<index>.key) for one partition, with its executor."""
+                   env: dict[str, str] | None = None, timeout: float = 60, certs: Path | None = None) -> Proc:
+        """Start SuperNode `index` (its key supernode-<index>.key) for one partition, with its executor.
+
+        `certs`: the site's own copy of ca.crt and its key and secret (default: the operator's directory).
+        """
+        certs = certs or self.certs
         port = self.node_ports.setdefault(index, free_port()) if name is None else free_port()
         if name is None:  # one instance per site: a still-running earlier one stops first
             for old in (self.executors.get(index), self.nodes.get(index)):
                 if old is not None and old.popen.poll() is None:
                     old.stop()
-        cmd = corolla("deploy", "supernode", "--certs", str(self.certs), "--key", key or str(index),
+        cmd = corolla("deploy", "supernode", "--certs", str(certs), "--key", key or str(index),
                       "--superlink", self.address, "--partition-id", str(partition_id),
                       "--num-partitions", str(num_partitions), "--host", "127.0.0.1", "--port", str(port),
                       *(extra or []))
         proc = start(name or f"supernode-{index}", cmd, self.logs, self.env)
         executor = start(f"{name or f'supernode-{index}'}-executor", corolla(
             "deploy", "superexec", "--runtime-api-address", f"127.0.0.1:{port}", "--insecure",
-            "--secret", str(self.certs / f"supernode-{key or index}.secret")), self.logs, env or self.env)
+            "--secret", str(certs / f"supernode-{key or index}.secret")), self.logs, env or self.env)
         if name is None:
             self.nodes[index] = proc
             self.executors[index] = executor
@@ -274,6 +279,7 @@ class Federation:
         """A site crashes: its SuperNode and its executor, SIGKILL."""
         self.nodes[index].kill()
         self.executors[index].kill()
+        self.killed_at[index] = time.monotonic()
 
     def start_other(self, name: str, cmd: list[str]) -> Proc:
         proc = start(name, cmd, self.logs, self.env)
