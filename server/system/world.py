@@ -41,6 +41,8 @@ class RoundTiming:
 class AvailableGrid(GridDelegate):
     """Flower's grid as the strategy sees it in one round: only the online clients are listed."""
 
+    listing_is_final = True   # waiting will not bring more nodes this round (GGEUR's statistics phase asks)
+
     def __init__(self, grid: Grid, node_ids: list[int]) -> None:
         super().__init__(grid)
         self._node_ids = node_ids
