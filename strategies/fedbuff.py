@@ -75,6 +75,12 @@ class FedBuffServer(CorollaStrategy, FedAvg):
         self.concurrency = min(self.config.concurrency, env.task.num_clients)
 
     # ---- the method -------------------------------------------------------------------
+    def dispatch(self, partition: int) -> Flight:
+        """Record that the client of `partition` is sent the current version under this ticket."""
+        flight = self.in_flight[self.ticket] = Flight(ticket=self.ticket, partition=partition,
+                                                      version=self.version, sent_at=self.clock)
+        return flight
+
     def weight(self, staleness: int) -> float:
         """The staleness discount (1 + s)^-a."""
         return float((1.0 + staleness) ** -self.config.staleness_exponent)

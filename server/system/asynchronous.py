@@ -75,8 +75,6 @@ class AsyncLoop:
 
     def _fill(self) -> None:
         """Send the current model to idle clients until `concurrency` are training."""
-        from strategies.fedbuff import Flight
-
         s, system = self.strategy, self.system
         sent = []
         while len(s.in_flight) < s.concurrency:
@@ -92,9 +90,7 @@ class AsyncLoop:
             if system is not None and system.drops_out(partition, s.ticket):
                 self.stats.sent += 1   # sent, never replies (a failure); its disconnect is seen at once
                 continue
-            flight = s.in_flight[s.ticket] = Flight(ticket=s.ticket, partition=partition, version=s.version,
-                                                    sent_at=s.clock)
-            sent.append(flight)
+            sent.append(s.dispatch(partition))
         self._push(sent)
 
     # ---- receiving --------------------------------------------------------------------

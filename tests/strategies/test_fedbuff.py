@@ -124,3 +124,14 @@ def test_bad_fedbuff_settings_are_refused_before_any_engine(override: str, key: 
     with pytest.raises(ConfigError) as err:
         check_config(compose(["strategy=fedbuff", override]))
     assert err.value.key == key
+
+
+def test_the_readme_fedbuff_command_composes_and_passes_the_check() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    commands = [line.split()[2:] for line in readme.splitlines()
+                if line.startswith(".venv/bin/corolla run") and "strategy=fedbuff" in line]
+    assert commands
+    for overrides in commands:
+        cfg = compose(overrides)
+        check_config(cfg)
+        assert cfg["strategy"]["concurrency"] == 5 and cfg["strategy"]["buffer_size"] == 3
