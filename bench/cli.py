@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
     "chaos": "bench.chaos:run",
     "robust": "bench.robust:run",
     "secagg": "bench.secagg:run",
+    "system": "bench.system:run",
 }
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

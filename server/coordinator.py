@@ -91,8 +91,14 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
             recorder.attach(guard, tracked, strategy)
             if cfg.get("evaluate", {}).get("where", "server") != "server":
                 guard.federated = recorder.federated = FederatedEvaluation(cfg)
-            guard.start(grid=tracked, initial_arrays=arrays, num_rounds=num_rounds - first_round + 1,
-                        timeout=float(cfg["engine"].get("timeout_s", 3600)), evaluate_fn=recorder.evaluate_fn)
+            run = dict(grid=tracked, initial_arrays=arrays, num_rounds=num_rounds - first_round + 1,
+                       timeout=float(cfg["engine"].get("timeout_s", 3600)), evaluate_fn=recorder.evaluate_fn)
+            if getattr(strategy, "asynchronous", False):   # FedBuff: no synchronous rounds
+                from server.system.asynchronous import run_async
+
+                run_async(guard, **run, real_order=isinstance(grid, HttpGrid))
+            else:
+                guard.start(**run)
     except Exception as err:
         recorder.fail(err)
         raise

@@ -59,6 +59,7 @@ class RoundStats:
     rejected: int = 0
     late: int = 0           # replies after system.deadline_s (server/system), left out
     sim_s: float = 0.0      # the round's simulated duration (server/system)
+    work_fraction: float | None = None   # system.partial_work: mean share of the full local work done
     started: float = field(default_factory=time.monotonic)
     train_metrics: dict[str, float] = field(default_factory=dict)
     server_s: float = 0.0   # the strategy's own time: configure_train + aggregate_train
@@ -130,7 +131,8 @@ class RoundGuard(Strategy):
         stats.replies = len(replies)
         if self.system:  # late replies are left out and counted like failures
             replies = self.system.settle(rnd, replies)
-            stats.late, stats.sim_s = self.system.rounds[rnd].late, self.system.rounds[rnd].sim_s
+            timing = self.system.rounds[rnd]
+            stats.late, stats.sim_s, stats.work_fraction = timing.late, timing.sim_s, timing.work_fraction
         good, first_error = [], None
         for reply in replies:
             node = self.node_of(reply)

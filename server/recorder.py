@@ -118,6 +118,8 @@ class RunRecorder:
         stats = self.guard.rounds.get(rnd)
         if stats:
             record.update({k: v for k, v in stats.train_metrics.items() if k != "num-examples"})
+            if stats.work_fraction is not None:
+                record["work_fraction"] = round(stats.work_fraction, 6)
             if stats.attackers is not None:
                 record["attackers"] = sorted(stats.attackers)
         record.update(self.strategy.round_metrics(rnd))

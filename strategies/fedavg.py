@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
@@ -13,7 +14,7 @@ from conf.typed import Section, between
 from models.training import LossTerm, TrainConfig, evaluate, train_local
 from strategies.attacks import ATTACKER_METRIC, AttackConfig, attackers, flip_labels, parse_attack, poison_weights
 from strategies.base import ClientHalf, CorollaStrategy, ServerEnv, StrategyDef
-from strategies.messages import EVALUATE, TRAIN
+from strategies.messages import EVALUATE, MAX_STEPS_KEY, STEPS_METRIC, TRAIN
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,12 @@ class WeightsClient(ClientHalf):
         attack = self.attack()
         sent = {k: v.detach().clone() for k, v in model.state_dict().items()} if attack else {}
         labels = flip_labels(split.y, self.env.task.num_classes) if attack and attack.name == "label-flip" else split.y
+        train_cfg = TrainConfig.from_mapping(self.env.cfg["train"])
+        cap = config.get(MAX_STEPS_KEY)   # system.partial_work: the steps it can finish by the deadline
+        if cap is not None:
+            train_cfg = dataclasses.replace(train_cfg, max_steps=min(int(cap), train_cfg.max_steps or int(cap)))
         result = train_local(
-            model, split.x, labels, TrainConfig.from_mapping(self.env.cfg["train"]),
+            model, split.x, labels, train_cfg,
             device=self.env.device, seed=self.env.seed_for(server_round),
             class_mask=self.env.class_mask(task_id),
             loss_terms=self.loss_terms(config, model),
@@ -107,6 +112,8 @@ class WeightsClient(ClientHalf):
         )
         metrics = MetricRecord({"num-examples": result.num_examples, "train_loss": result.loss,
                                 "train_accuracy": result.accuracy})
+        if cap is not None:
+            metrics[STEPS_METRIC] = result.steps
         weights = model.to("cpu").state_dict()
         if attack:
             weights = poison_weights(weights, sent, mode=attack.name, scale=attack.scale,

@@ -23,6 +23,7 @@ BUILTIN: dict[str, str] = {
     "fot": "strategies.fot:STRATEGY",
     "ggeur": "strategies.ggeur:STRATEGY",
     "creamfl": "strategies.creamfl:STRATEGY",
+    "fedbuff": "strategies.fedbuff:STRATEGY",
 }
 # Flower's own strategies, each under its Flower name (strategies/flower.py).
 BUILTIN.update({name: f"strategies.flower:{name.upper()}" for name in (

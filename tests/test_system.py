@@ -55,6 +55,7 @@ def test_ideal_is_the_default_and_changes_nothing(tmp_path: Path, monkeypatch: p
     ("system.deadline_s=0", "system.deadline_s"),
     ("system.tta_targets=[1.5]", "system.tta_targets"),
     ("+system.speedup=2", "system.speedup"),
+    ("system.partial_work=true", "system.partial_work"),     # without a deadline: nothing to cut at
 ])
 def test_bad_system_settings_are_refused_before_any_engine(override: str, key: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -110,6 +111,37 @@ def test_stragglers_past_the_deadline_are_left_out_and_counted(tmp_path: Path) -
     assert summary["time_to_accuracy"] == {"0.01": 0.5, "0.999": None}
 
 
+def test_partial_work_sends_the_steps_a_straggler_finished_by_the_deadline(tmp_path: Path) -> None:
+    args = [*TINY, "num_rounds=2", "system=stragglers", "system.slow_fraction=0.5", "system.deadline_s=0.5",
+            "system.step_cost_s=0.01", "system.bandwidth_mbps=1000", "failures.max_fraction=1.0",
+            "strategy.fraction_train=1.0", "system.partial_work=true"]
+    summary, records, _ = run_inline(args, tmp_path / "run")
+    world = _world("stragglers", "system.slow_fraction=0.5", "system.deadline_s=0.5", "system.step_cost_s=0.01",
+                   "system.bandwidth_mbps=1000", "system.partial_work=true", num_clients=6)
+    slow = [p for p in range(6) if world.speed(p) < 1]
+    assert len(slow) == 3
+    for r in records:   # every client replies in time; the slow ones with the steps they could do
+        assert r["num_replies"] == 6 and r["num_late"] == 0 and r["num_failures"] == 0
+        assert 0.5 < r["work_fraction"] < 1.0
+    assert records[-1]["sim_time_s"] <= 2 * 0.5 and summary["failures"]["total"] == 0
+    # the same world without partial work: the slow half sends nothing
+    _, without, _ = run_inline([a for a in args if a != "system.partial_work=true"], tmp_path / "all-or-nothing")
+    assert [r["num_late"] for r in without] == [3, 3] and "work_fraction" not in without[0]
+    # deterministic under the seed
+    _, again, _ = run_inline(args, tmp_path / "again")
+    assert [(r["accuracy"], r["work_fraction"], r["sim_time_s"]) for r in again] == \
+        [(r["accuracy"], r["work_fraction"], r["sim_time_s"]) for r in records]
+
+
+def test_a_step_budget_fits_the_deadline() -> None:
+    world = _world("stragglers", "system.deadline_s=2", "system.partial_work=true", num_clients=10)
+    for p in range(10):
+        steps = world.step_budget(p, down_bytes=10_000)
+        assert world.duration(p, num_examples=10**6, down_bytes=10_000, up_bytes=10_000, steps=steps) <= 2.0
+        assert world.duration(p, num_examples=10**6, down_bytes=10_000, up_bytes=10_000, steps=steps + 1) > 2.0
+    assert world.step_budget(0, down_bytes=10**9) is None      # the transfer alone misses the deadline
+
+
 @pytest.mark.parametrize("strategy", ["fedavg", "fot"])
 def test_strategies_run_under_flaky_and_count_what_they_lost(tmp_path: Path, strategy: str) -> None:
     args = [*TINY, f"strategy={strategy}", "num_rounds=3", "system=flaky", "system.dropout=0.3",
@@ -141,13 +173,15 @@ def test_a_resumed_flaky_run_sees_the_same_world_and_clock(tmp_path: Path) -> No
     from tests.simrun import FAST, read_metrics, run_corolla, run_dir_of
 
     args = ["run", "engine=inline", *FAST, "system=flaky", "system.dropout=0.3",
-            "system.deadline_s=2", "failures.max_fraction=1.0", "seed=3"]
+            "system.deadline_s=2", "system.partial_work=true", "system.step_cost_s=0.5",
+            "failures.max_fraction=1.0", "seed=3"]
     full = run_dir_of(run_corolla([*args, "num_rounds=4", f"hydra.run.dir={tmp_path / 'full'}"]))
     part = run_dir_of(run_corolla([*args, "num_rounds=2", f"hydra.run.dir={tmp_path / 'part'}"]))
     resumed = run_dir_of(run_corolla(["run", f"resume={part}", "num_rounds=4"]))
-    keys = ("round", "num_replies", "num_failures", "num_late", "sim_time_s", "accuracy")
-    expected = [{k: r[k] for k in keys} for r in read_metrics(full)]
-    assert [{k: r[k] for k in keys} for r in read_metrics(resumed)] == expected
+    keys = ("round", "num_replies", "num_failures", "num_late", "sim_time_s", "accuracy", "work_fraction")
+    expected = [{k: r.get(k) for k in keys} for r in read_metrics(full)]
+    assert [{k: r.get(k) for k in keys} for r in read_metrics(resumed)] == expected
     assert sum(r["num_failures"] for r in expected) > 0 and expected[-1]["sim_time_s"] > 0
+    assert all(r["work_fraction"] < 1.0 for r in expected if r["num_replies"])    # every client cut its work at the deadline
     model, base = _model(resumed), _model(full)
     assert all(torch.equal(model[k], base[k]) for k in base)

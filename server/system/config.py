@@ -30,6 +30,7 @@ class SystemConfig(Section):
     bandwidth_mbps: float = field(metadata=between(0.0, lo_open=True))
     bandwidth_sigma: float = field(metadata=between(0.0))
     deadline_s: float | None = field(metadata=between(0.0, lo_open=True))
+    partial_work: bool
     tta_targets: list[float] = field(metadata=between(0.0, 1.0))
 
     def check(self, prefix: str) -> None:
@@ -38,6 +39,9 @@ class SystemConfig(Section):
                       "set system.availability=bernoulli (or diurnal) or online_prob=1.0")
         if self.availability == "bernoulli" and self.online_prob <= 0.0:
             self.fail(prefix, "online_prob", "leaves no client online; it must be > 0")
+        if self.partial_work and self.deadline_s is None:
+            self.fail(prefix, "partial_work", "needs a deadline to cut the work at; set system.deadline_s=<seconds> "
+                      "or system.partial_work=false")
 
     @property
     def ideal(self) -> bool:

@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.app import Message
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from server.grid import GridDelegate
 from server.system.config import SystemConfig
 from strategies.base import derive_seed
+from strategies.messages import MAX_STEPS_KEY, STEPS_METRIC
 from strategies.payload import record_nbytes
 
 
@@ -29,10 +30,18 @@ class RoundTiming:
     dropped: int = 0                       # sampled clients that never replied
     late: int = 0                          # replies after system.deadline_s, left out of aggregation
     durations: dict[int, float] = field(default_factory=dict)   # partition -> simulated seconds
+    work: list[float] = field(default_factory=list)   # partial_work: steps taken / full steps, per on-time reply
+
+    @property
+    def work_fraction(self) -> float | None:
+        """The mean fraction of their full local work the on-time replies did (None: none came)."""
+        return sum(self.work) / len(self.work) if self.work else None
 
 
 class AvailableGrid(GridDelegate):
     """Flower's grid as the strategy sees it in one round: only the online clients are listed."""
+
+    listing_is_final = True   # waiting will not bring more nodes this round (GGEUR's statistics phase asks)
 
     def __init__(self, grid: Grid, node_ids: list[int]) -> None:
         super().__init__(grid)
@@ -108,10 +117,39 @@ class SystemModel:
         steps = self.epochs * -(-num_examples // self.batch_size)
         return min(steps, int(self.max_steps)) if self.max_steps else steps
 
-    def duration(self, partition: int, *, num_examples: int, down_bytes: int, up_bytes: int) -> float:
+    def duration(self, partition: int, *, num_examples: int, down_bytes: int, up_bytes: int,
+                 steps: int | None = None) -> float:
         """Simulated seconds of one client-round: compute at its speed plus transfer at its bandwidth."""
-        compute = self.local_steps(num_examples) * self.config.step_cost_s / self.speed(partition)
+        steps = self.local_steps(num_examples) if steps is None else steps
+        compute = steps * self.config.step_cost_s / self.speed(partition)
         return compute + (down_bytes + up_bytes) / self.bandwidth_bps(partition)
+
+    def step_budget(self, partition: int, *, down_bytes: int) -> int | None:
+        """partial_work: the local steps a client can take and still reply by the deadline.
+
+        The reply is assumed as large as the message (weights in, weights out); None when even the
+        transfer alone misses the deadline (the client is late whatever it does).
+        """
+        deadline = self.config.deadline_s
+        assert deadline is not None
+        left = deadline - 2 * down_bytes / self.bandwidth_bps(partition)
+        if left <= 0:
+            return None
+        return max(1, math.floor(left * self.speed(partition) / self.config.step_cost_s + 1e-9))
+
+    def _cap_work(self, message: Message, partition: int, down_bytes: int) -> None:
+        """Tell a training message's client how many steps it may take (partial_work)."""
+        content = message.content
+        if "config" not in content.config_records:
+            return
+        budget = self.step_budget(partition, down_bytes=down_bytes)
+        if budget is None:
+            return
+        # Flower's strategies send one RecordDict to every client: each gets its own config copy.
+        config = ConfigRecord(dict(content.config_records["config"]))
+        config[MAX_STEPS_KEY] = budget
+        records = {key: (config if key == "config" else value) for key, value in content.items()}
+        message.content = RecordDict(records)
 
     # ---- hooks for RoundGuard -----------------------------------------------------------
     def round_grid(self, grid: Grid, rnd: int, *, need: int) -> Grid:
@@ -136,7 +174,9 @@ class SystemModel:
             if self.drops_out(partition, rnd):
                 timing.dropped += 1
                 continue
-            self._down_bytes.setdefault(rnd, {})[partition] = record_nbytes(message.content)
+            down = self._down_bytes.setdefault(rnd, {})[partition] = record_nbytes(message.content)
+            if self.config.partial_work:
+                self._cap_work(message, partition, down)
             kept.append(message)
         return kept
 
@@ -152,14 +192,19 @@ class SystemModel:
                 continue
             partition = self.partition_of(reply.metadata.src_node_id)
             metrics = next(iter(reply.content.metric_records.values()), {})
-            seconds = self.duration(partition, num_examples=int(metrics.get("num-examples", 0)),
-                                    down_bytes=down.get(partition, 0), up_bytes=record_nbytes(reply.content))
+            num_examples = int(metrics.get("num-examples", 0))
+            steps = int(metrics[STEPS_METRIC]) if STEPS_METRIC in metrics else None
+            seconds = self.duration(partition, num_examples=num_examples, down_bytes=down.get(partition, 0),
+                                    up_bytes=record_nbytes(reply.content), steps=steps)
             timing.durations[partition] = seconds
             if deadline is not None and seconds > deadline:
                 timing.late += 1
                 continue
             slowest = max(slowest, seconds)
             on_time.append(reply)
+            if self.config.partial_work:
+                full = self.local_steps(num_examples)
+                timing.work.append(min(1.0, steps / full) if steps is not None and full else 1.0)
         waited_out = deadline is not None and (timing.late or timing.dropped)
         timing.sim_s = float(deadline) if waited_out else slowest
         return on_time

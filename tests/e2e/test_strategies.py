@@ -27,6 +27,9 @@ RECIPES = {
     "creamfl": f"strategy=creamfl task=captioned task.clients.image=1 task.clients.text=1 "
                f"task.clients.image_text=1 task.public_size=100 task.private_size=300 task.val_size=60 "
                f"task.test_size=100 {BASE} num_rounds=1",
+    # Asynchronous: replies taken in real arrival order; 2 server steps of every node's update.
+    "fedbuff": f"strategy=fedbuff task=digits model=mlp task.num_clients={NUM_NODES} "
+               f"strategy.concurrency={NUM_NODES} strategy.buffer_size={NUM_NODES} num_rounds=2",
 }
 GENERIC = "strategy={name} task=digits model=mlp " + BASE + " num_rounds=1"
 STRATEGIES = sorted(n for n, origin in available_strategies().items() if origin == "built-in" and n != "fedavg")
@@ -59,5 +62,7 @@ def test_strategy_runs_in_deployment(fed: Federation, name: str, tmp_path_factor
     if name == "fot":
         assert records[1]["fot_basis_dim"] > records[0]["fot_basis_dim"] == 0, records
         assert records[1]["fot_sketch_clients"] == NUM_NODES and records[1]["fot_sketch_bytes"] > 0
+    if name == "fedbuff":
+        assert all(len(r["staleness"]) == NUM_NODES for r in records), records
     if name == "ggeur":
         assert summary["ggeur"]["clients_used"] == NUM_NODES and summary["ggeur"]["clients_failed"] == 0
