@@ -104,7 +104,7 @@ class SecureAggregation(Strategy):
         fixed_point = FixedPoint(clip=self.config.clip, modulus_bits=self.config.modulus_bits,
                                  max_parties=max(len(messages), 2))
         self.session = SecureSumSession(grid, shapes=shapes, fixed_point=fixed_point,
-                                        max_dropout=self.config.max_dropout)
+                                        max_dropout=self.config.max_dropout, neighbours=self.config.neighbours)
         self._global = arrays
         sharers = set(self.session.open(m.metadata.dst_node_id for m in messages))
         out = []
