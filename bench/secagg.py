@@ -16,7 +16,8 @@ and never send it, i.e. they leave after the share step; plain runs lose the sam
 `--quick`: fewer rounds and one seed, every setting and variant.
 
 Metrics per row: `accuracy` (final test accuracy; FOT: the continual ACC), `uplink_per_client`
-(bytes a sampled client sends per round, every protocol step included), `s_per_round` (wall
+(bytes a sampled client sends per round, every protocol step included), `lost_replies` (training
+replies the dropout removed, over the run), `s_per_round` (wall
 seconds per round on the in-process grid: clients run one after another, so this is the sum of
 every client's and the server's time). Rows of `secagg` add `uplink_ratio` (to the plain run of
 the same setting and seed) and `extra_s_per_round`.
@@ -28,6 +29,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from bench import inline
@@ -59,23 +61,26 @@ def one_run(overrides: list[str]) -> dict[str, float]:
     percent = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("bench.dropout=")), 0)
     overrides = [o for o in overrides if not o.startswith("bench.dropout=")]
     seed = next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("seed=")), 0)
-    if percent:
-        _drop_train_replies(percent, seed)
-    with tempfile.TemporaryDirectory(prefix="corolla-secagg-") as tmp:
-        started = time.perf_counter()
-        summary, records, _ = inline.run_inline(overrides, Path(tmp) / "run")
-        wall = time.perf_counter() - started
+    restore = _drop_train_replies(percent, seed) if percent else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="corolla-secagg-") as tmp:
+            started = time.perf_counter()
+            summary, records, _ = inline.run_inline(overrides, Path(tmp) / "run")
+            wall = time.perf_counter() - started
+    finally:  # a worker process runs the next job too: its grid must be the plain one again
+        if restore is not None:
+            restore()
     rounds = len(records)
     sampled = sum(float(r.get("num_replies", 0)) + float(r.get("num_failures", 0)) for r in records) or 1.0
     accuracy = (summary.get("continual") or {}).get("acc", summary["final"]["accuracy"])
     return {"accuracy": float(accuracy),
             "uplink_per_client": float(summary["communication"]["uplink_bytes"]) / sampled,
             "s_per_round": wall / max(rounds, 1),
-            "dropped": float(sum(r.get("secagg_dropped", 0) for r in records))}
+            "lost_replies": float(sum(r.get("num_failures", 0) for r in records))}
 
 
-def _drop_train_replies(percent: int, seed: int) -> None:
-    """Clients chosen per round (seeded) compute their training reply and never send it."""
+def _drop_train_replies(percent: int, seed: int) -> Callable[[], None]:
+    """Clients chosen per round (seeded) compute their training reply and never send it; returns the undo."""
     from strategies.base import derive_seed  # noqa: PLC0415 - worker-only patch
     from simulation.inline import InlineGrid  # noqa: PLC0415
 
@@ -93,6 +98,11 @@ def _drop_train_replies(percent: int, seed: int) -> None:
         return [r for r in replies if r.metadata.src_node_id not in gone]
 
     InlineGrid.send_and_receive = send_and_receive  # type: ignore[method-assign]
+
+    def restore() -> None:
+        InlineGrid.send_and_receive = original  # type: ignore[method-assign]
+
+    return restore
 
 
 def run(quick: bool) -> BenchReport:
@@ -117,7 +127,8 @@ def run(quick: bool) -> BenchReport:
             for variant in VARIANTS:
                 got = [results.get((setting, percent, variant, s)) for s in seeds]
                 ok = [g for g in got if isinstance(g, dict)]
-                row: dict[str, Any] = {k: [g[k] for g in ok] for k in ("accuracy", "uplink_per_client", "s_per_round")}
+                row: dict[str, Any] = {k: [g[k] for g in ok] for k in ("accuracy", "uplink_per_client", "s_per_round",
+                                                                      "lost_replies")}
                 if variant == "secagg":
                     pairs = [(g, p) for g, p in zip(got, plain) if isinstance(g, dict) and isinstance(p, dict)]
                     row["uplink_ratio"] = [g["uplink_per_client"] / p["uplink_per_client"] for g, p in pairs]
