@@ -75,7 +75,7 @@ def _check_secagg(cfg: dict[str, Any], server_half: type) -> None:
     if cfg["secagg"] is not True:
         raise ConfigError(f"secagg: expected true or false, got {cfg['secagg']!r}", key="secagg")
     SecAggConfig.parse(cfg.get("secure_aggregation") or {}, prefix="secure_aggregation")
-    why = refusal(server_half)
+    why = refusal(server_half, dict(cfg["strategy"]))
     if why:
         raise ConfigError(f"secagg=true cannot run with strategy={cfg['strategy']['name']}: {why}", key="secagg")
 

@@ -182,7 +182,7 @@ class FotServer(FedAvgServer):
         fixed_point = FixedPoint(clip=float(self.secure.sketch_clip), modulus_bits=64, max_parties=max(len(nodes), 2))
         result = secure_sum(grid, nodes, request=lambda n: RecordDict(dict(content.items())), message_type=SKETCH,
                             shapes=shapes, fixed_point=fixed_point, max_dropout=self.secure.max_dropout,
-                            timeout=timeout)
+                            timeout=timeout, neighbours=self.secure.neighbours)
         if result.clipped:
             log.warning("round %d: %d sketch values lay outside +-%g and were clipped; raise "
                         "secure_aggregation.sketch_clip", server_round, result.clipped, fixed_point.clip)

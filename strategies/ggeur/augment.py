@@ -6,7 +6,7 @@ basis, the identity without one) until each class it holds reaches its target co
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import numpy as np
@@ -34,6 +34,27 @@ class GeometryPayload:
     basis: np.ndarray | None = None      # (d, r) float32, sent with reduce=pca
     prototypes: np.ndarray | None = None         # (p, d)
     prototype_classes: np.ndarray | None = None  # (p,) int64
+    prototype_domains: list[str] | None = None   # (p,) each row's domain: sent under secagg, see `for_client`
+
+
+def for_client(g: GeometryPayload, *, held: set[int], domain: str) -> GeometryPayload:
+    """The part of a geometry sent to every client alike (secagg=true) that this client uses.
+
+    The server that sees only sums cannot pick a client's part (its classes and the other domains'
+    prototypes), so the client does what `geometry.select_for` does on the server otherwise:
+    drops its own domain's prototypes and keeps the classes it holds or has prototypes of.
+    """
+    if g.prototype_domains is None:
+        return g
+    rows = np.array([dom != domain for dom in g.prototype_domains], dtype=bool)
+    protos = g.prototypes[rows] if g.prototypes is not None else None
+    proto_classes = g.prototype_classes[rows] if g.prototype_classes is not None else None
+    wanted = set(held) | ({int(c) for c in proto_classes} if g.multi_domain and proto_classes is not None else set())
+    keep = np.array([int(c) in wanted for c in g.classes], dtype=bool)
+    return replace(g, classes=g.classes[keep], eigvals=g.eigvals[keep], eigvecs=g.eigvecs[keep],
+                   prototypes=protos if protos is None or len(protos) else None,
+                   prototype_classes=proto_classes if protos is not None and len(protos) else None,
+                   prototype_domains=None)
 
 
 def generate(x: np.ndarray, y: np.ndarray, geometry: GeometryPayload,

@@ -18,7 +18,7 @@ from data import Split, TaskBundle
 from strategies.base import ClientEnv, ClientHalf, derive_seed
 from strategies.ggeur import geometry as geo
 from strategies.ggeur import protocol as proto
-from strategies.ggeur.augment import generate
+from strategies.ggeur.augment import for_client, generate
 from strategies.ggeur.config import GGEURConfig
 from strategies.messages import EVALUATE, TRAIN
 from strategies.registry import get_strategy
@@ -99,9 +99,29 @@ class GGEURClient(ClientHalf):
         return get_strategy(self.config.base).client(env if env is not None else base_env(self.env, self.config))
 
     def handle(self, message: Message) -> Message:
-        if message.metadata.message_type in self.message_types:
+        from strategies.secagg.client import MESSAGE_TYPES as SECAGG_STEPS
+
+        if message.metadata.message_type in self.message_types or message.metadata.message_type in SECAGG_STEPS:
             return super().handle(message)
         return self.base_client().handle(message)  # the base's own extra phases, if any
+
+    def secure_values(self, message: Message) -> dict[str, Any]:
+        """Under secagg=true: the statistics phase's sums, or the weighted update of the augmented training."""
+        from strategies.ggeur.secure import client_values
+        from strategies.secagg.client import SECAGG
+        from strategies.secagg.strategy import weighted_update
+
+        if message.metadata.message_type == proto.STATS:
+            return client_values(self, message)
+        record = message.content.config_records[SECAGG]
+        del message.content[SECAGG]  # the base client half trains: it must not mask the reply itself
+        try:
+            reply = self.train(message)
+        finally:
+            message.content[SECAGG] = record
+        if reply.has_error():
+            raise RuntimeError(f"ggeur: local training failed: {reply.error.reason}")
+        return weighted_update(message, reply)
 
     # ---- statistics -------------------------------------------------------------------------
     def _features(self, task_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +200,9 @@ class GGEURClient(ClientHalf):
         x, y = self._features(task_id)
         rng = np.random.default_rng(derive_seed(self.env.cfg["seed"], self.env.partition_id, digest,
                                                 "ggeur-augment"))
-        new_x, new_y = generate(x, y, proto.parse_geometry(geometry, meta), rng)
+        payload = for_client(proto.parse_geometry(geometry, meta), held={int(c) for c in np.unique(y)},
+                             domain=self.env.task.client_domain(self.env.partition_id) or "")
+        new_x, new_y = generate(x, y, payload, rng)
         split = Split(torch.from_numpy(np.concatenate([x, new_x]).astype(np.float32)),
                       torch.from_numpy(np.concatenate([y, new_y]).astype(np.int64)))
         shape = tuple(self.env.task.input_shape)

@@ -245,24 +245,35 @@ def pool_geometry(clients: list[ClientStats], *, num_classes: int, d: int, r: in
     for k, client in enumerate(clients):
         keep, s = mask[k], client.sums
         pooled = pooled + ClassSums(np.where(keep, s.n, 0), s.s1 * keep[:, None], s.s2 * keep[:, None, None])
-    mean, cov = pooled_moments(pooled, basis)
-    eigvals, eigvecs = eigen_geometry(cov, top_k, amplify=amplify, amplify_top=amplify_top)
-    global_counts = counts.sum(0)
-    targets = (global_counts if target_count == "global" else np.full(C, int(target_count))).astype(np.int64)
-    protos: dict[str, np.ndarray] = {}
-    proto_counts: dict[str, np.ndarray] = {}
+    domains: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if multi_domain:
         for client in clients:
             dom, s = client.domain, client.sums
-            protos[dom] = protos.get(dom, np.zeros((C, d))) + s.s1
-            proto_counts[dom] = proto_counts.get(dom, np.zeros(C)) + s.n
-        protos = {dom: protos[dom] / np.maximum(proto_counts[dom], 1)[:, None] for dom in protos}
+            n, s1 = domains.get(dom, (np.zeros(C), np.zeros((C, d))))
+            domains[dom] = (n + s.n, s1 + s.s1)
+    return geometry_from_sums(pooled, counts.sum(0), basis=basis, top_k=top_k, amplify=amplify,
+                              amplify_top=amplify_top, target_count=target_count, domains=domains)
+
+
+def geometry_from_sums(pooled: ClassSums, global_counts: np.ndarray, *, basis: np.ndarray | None,
+                       top_k: int | None, amplify: float, amplify_top: int, target_count: int | str,
+                       domains: dict[str, tuple[np.ndarray, np.ndarray]]) -> Geometry:
+    """The geometry from pooled sums alone (what secure aggregation leaves the server).
+
+    ``global_counts`` (C,) sets the "global" targets; ``domains`` maps a domain to its summed
+    (counts (C,), s1 (C, d)), whose ratios become that domain's class prototypes.
+    """
+    C = len(global_counts)
+    mean, cov = pooled_moments(pooled, basis)
+    eigvals, eigvecs = eigen_geometry(cov, top_k, amplify=amplify, amplify_top=amplify_top)
+    targets = (global_counts if target_count == "global" else np.full(C, int(target_count))).astype(np.int64)
+    protos = {dom: s1 / np.maximum(n, 1)[:, None] for dom, (n, s1) in domains.items()}
     return Geometry(
         eigvals=eigvals.astype(np.float32), eigvecs=eigvecs.astype(np.float32),
         mean=mean.astype(np.float32), counts=global_counts.astype(np.int64), targets=targets,
         basis=None if basis is None else basis.astype(np.float32),
         prototypes={dom: p.astype(np.float32) for dom, p in protos.items()},
-        prototype_counts={dom: c.astype(np.int64) for dom, c in proto_counts.items()},
+        prototype_counts={dom: n.astype(np.int64) for dom, (n, _) in domains.items()},
     )
 
 
@@ -282,6 +293,10 @@ class Selection:
     classes: np.ndarray                     # (m,) int64, ascending
     prototypes: np.ndarray | None           # (p, d) float32, or None
     prototype_classes: np.ndarray | None    # (p,) int64
+    prototype_domains: list[str] | None = None   # (p,) each row's domain (GLOBAL for pooled means)
+
+
+GLOBAL = "*pooled*"  # the "domain" of the pooled class means used as prototypes
 
 
 def select_for(geometry: Geometry, *, classes_held: list[int] | None, domain: str | None,
@@ -290,7 +305,7 @@ def select_for(geometry: Geometry, *, classes_held: list[int] | None, domain: st
     other domains' class means (multi-domain), the pooled means (``global_prototypes``), and
     every class those prototypes stand for."""
     held = geometry.counts > 0
-    proto_rows, proto_classes = [], []
+    proto_rows, proto_classes, proto_domains = [], [], []
     if multi_domain:
         for dom, protos in sorted(geometry.prototypes.items()):
             if dom == domain:
@@ -298,10 +313,12 @@ def select_for(geometry: Geometry, *, classes_held: list[int] | None, domain: st
             have = np.flatnonzero(geometry.prototype_counts[dom] > 0)
             proto_rows.append(protos[have])
             proto_classes.append(have)
+            proto_domains += [dom] * len(have)
     if global_prototypes:  # every class's pooled mean is one more prototype
         have = np.flatnonzero(held)
         proto_rows.append(geometry.mean[have])
         proto_classes.append(have)
+        proto_domains += [GLOBAL] * len(have)
     if classes_held is not None:
         wanted = set(classes_held)
         if multi_domain or global_prototypes:
@@ -312,4 +329,4 @@ def select_for(geometry: Geometry, *, classes_held: list[int] | None, domain: st
     if not proto_rows:
         return Selection(classes, None, None)
     return Selection(classes, np.concatenate(proto_rows).astype(np.float32),
-                     np.concatenate(proto_classes).astype(np.int64))
+                     np.concatenate(proto_classes).astype(np.int64), proto_domains)

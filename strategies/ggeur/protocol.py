@@ -164,6 +164,10 @@ def pack_geometry(g: GeometryPayload) -> tuple[ArrayRecord, ConfigRecord]:
         arrays["prototype_classes"] = Array(g.prototype_classes.astype(np.int64))
     meta = ConfigRecord({"digest": g.digest, "noise": g.noise, "reduce": g.reduce, "dim": g.dim,
                          "seed": g.seed, "multi-domain": int(g.multi_domain)})
+    if g.prototype_domains is not None:  # one payload for every client (secagg): each takes its part
+        meta["shared"] = 1
+        if g.prototype_domains:
+            meta["prototype-domains"] = list(g.prototype_domains)
     return ArrayRecord(arrays), meta
 
 
@@ -180,6 +184,8 @@ def parse_geometry(geometry: ArrayRecord, meta: ConfigRecord) -> GeometryPayload
         basis=geometry["basis"].numpy().astype(np.float32) if "basis" in geometry else None,
         prototypes=geometry["prototypes"].numpy() if "prototypes" in geometry else None,
         prototype_classes=(geometry["prototype_classes"].numpy() if "prototype_classes" in geometry
+                           else None),
+        prototype_domains=([str(v) for v in meta.get("prototype-domains", [])] if int(meta.get("shared", 0))
                            else None),
     )
 

@@ -16,6 +16,7 @@ from conf.errors import ConfigError, first_line
 from strategies.base import CorollaStrategy, ServerEnv, derive_seed
 from strategies.ggeur import geometry as geo
 from strategies.ggeur import protocol as proto
+from strategies.ggeur import secure
 from strategies.ggeur.augment import GeometryPayload
 from strategies.ggeur.config import GGEURConfig
 from strategies.payload import record_nbytes
@@ -33,6 +34,15 @@ class GGEURServer(CorollaStrategy, Strategy):
     """
 
     NODE_WAIT_S: ClassVar[float] = 60.0
+    # secagg=true: the base aggregates the secure mean, and the statistics are secure sums (`secure`).
+    aggregates_by_sum: ClassVar[bool] = True
+    secure: Any = None                 # set by the secure-aggregation wrapper
+    secure_survivors: list[int] = []   # ... with the clients whose updates made the last sum
+
+    @classmethod
+    def secagg_refusal(cls, section: dict[str, Any]) -> None:
+        """ConfigError for settings that need each client's own statistics (see `secure.refusal`)."""
+        secure.refusal(section)
 
     def __init__(self, *, config: GGEURConfig) -> None:
         self.config = config
@@ -99,7 +109,10 @@ class GGEURServer(CorollaStrategy, Strategy):
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        self.acked.update(r.metadata.src_node_id for r in replies if proto.confirms_geometry(r))
+        if self.secure is not None:  # one summed reply: the survivors trained with the geometry they were sent
+            self.acked.update(self.secure_survivors)
+        else:
+            self.acked.update(r.metadata.src_node_id for r in replies if proto.confirms_geometry(r))
         return self.base.aggregate_train(server_round, replies)
 
     # ---- the statistics phase -------------------------------------------------------------------
@@ -110,16 +123,21 @@ class GGEURServer(CorollaStrategy, Strategy):
         nodes = self._wait_for_nodes(grid)
         basis = None
         sketch_up = sketch_down = 0
-        if cfg.reduce == "pca":
+        if cfg.reduce == "pca" and self.secure is not None:
+            basis, sketch_up = secure.sketch_basis(self, grid, nodes, server_round)
+        elif cfg.reduce == "pca":
             basis, sketch_up, sketch_down = self._pca_basis(server_round, grid, nodes)
         elif cfg.reduce == "random":
             basis = geo.random_basis(self.dim, self.r, self._projection_seed())
         content = proto.stats_query(server_round=server_round, reduce=cfg.reduce, dim=self.r,
                                     seed=self._projection_seed(), dtype=cfg.stats_dtype, basis=basis)
-        messages = [Message(content=content, message_type=proto.STATS, dst_node_id=n) for n in nodes]
-        down = sum(record_nbytes(m.content) for m in messages)
-        replies = list(grid.send_and_receive(messages, timeout=self.timeout))
-        used, up = self.absorb_stats(server_round, replies, basis=basis)
+        down = record_nbytes(content) * len(nodes)
+        if self.secure is not None:
+            used, up = self.absorb_secure_stats(grid, nodes, content, basis)
+        else:
+            messages = [Message(content=content, message_type=proto.STATS, dst_node_id=n) for n in nodes]
+            replies = list(grid.send_and_receive(messages, timeout=self.timeout))
+            used, up = self.absorb_stats(server_round, replies, basis=basis)
         self.phase.update({
             "round": server_round, "nodes": len(nodes), "clients_used": used,
             "clients_failed": len(nodes) - used, "dim": self.r, "top_k": cfg.top_k or self.r,
@@ -221,15 +239,28 @@ class GGEURServer(CorollaStrategy, Strategy):
         for stats in clients:
             self.partition_classes[stats.partition] = [int(c) for c in np.flatnonzero(stats.sums.n)]
             self.partition_domain[stats.partition] = stats.domain
-        self.digest = geo.geometry_digest(
-            self.geometry, f"{cfg.noise}|{cfg.reduce}|{self.r}|{self._projection_seed()}|"
-                           f"{self.multi_domain}|{cfg.global_prototypes}")
+        self.digest = self._digest()
         return len(clients), up
+
+    def absorb_secure_stats(self, grid: Grid, nodes: list[int], content: RecordDict,
+                            basis: np.ndarray | None) -> tuple[int, int]:
+        """The geometry from secure sums (secagg=true); (clients summed, their uplink bytes)."""
+        self.geometry, used, up = secure.statistics(self, grid, nodes, content, basis)
+        self.digest = self._digest()
+        return used, up
+
+    def _digest(self) -> str:
+        cfg = self.config
+        assert self.geometry is not None
+        return geo.geometry_digest(self.geometry, f"{cfg.noise}|{cfg.reduce}|{self.r}|{self._projection_seed()}|"
+                                                  f"{self.multi_domain}|{cfg.global_prototypes}")
 
     def payload_for(self, partition: int | None) -> tuple[ArrayRecord, ConfigRecord]:
         """The geometry one node needs: its classes' eigenpairs (+ the prototypes that serve it)."""
         assert self.geometry is not None
         g, cfg = self.geometry, self.config
+        if self.secure is not None:  # the server knows no client's classes or domain: one payload for all
+            partition = None
         selection = geo.select_for(
             g, classes_held=self.partition_classes.get(partition) if partition is not None else None,
             domain=self.partition_domain.get(partition) if partition is not None else None,
@@ -240,7 +271,8 @@ class GGEURServer(CorollaStrategy, Strategy):
             noise=cfg.noise, reduce=cfg.reduce, dim=self.r, seed=self._projection_seed(),
             digest=self.digest or "", multi_domain=self.multi_domain or cfg.global_prototypes,
             basis=g.basis if cfg.reduce == "pca" else None, prototypes=selection.prototypes,
-            prototype_classes=selection.prototype_classes))
+            prototype_classes=selection.prototype_classes,
+            prototype_domains=(selection.prototype_domains or []) if self.secure is not None else None))
 
     # ---- what a run records ---------------------------------------------------------------------
     def round_metrics(self, server_round: int) -> dict[str, float]:

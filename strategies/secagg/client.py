@@ -44,6 +44,7 @@ def handle(message: Message, state: RecordDict, compute: Compute | None = None, 
     secrets = _load(state, str(config["sid"]))
     if mtype == SHARES:
         publics = {int(n): (c, s) for n, c, s in zip(config["nodes"], config["c-publics"], config["s-publics"])}
+        secrets.threshold = int(config.get("threshold", secrets.threshold))  # the graph's, known once keys are in
         ciphertexts = protocol.share(secrets, publics)
         _save(state, str(config["sid"]), secrets)
         return _reply(message, ConfigRecord({"dst": [str(v) for v in ciphertexts],

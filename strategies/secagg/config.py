@@ -17,3 +17,5 @@ class SecAggConfig(Section):
     max_dropout: float = field(metadata=between(0, 0.5))             # sampled clients that may leave after sharing
     weight_scale: int = field(metadata=between(1))                   # num-examples are capped here when weighting
     sketch_clip: float = field(metadata=between(0, lo_open=True))   # FOT: |sketch entry| bound (64-bit ring)
+    stats_clip: float = field(metadata=between(0, lo_open=True))    # GGEUR: |class-sum entry| bound (64-bit ring)
+    neighbours: Literal["auto", "all"] | int = field(metadata=between(3))  # SecAgg+ neighbourhood size k

@@ -1,6 +1,8 @@
 """The secure-sum protocol's steps for both halves, as plain functions on bytes and arrays.
 
-Four steps (Bonawitz et al., CCS 2017, with a complete graph of peers):
+Four steps (Bonawitz et al., CCS 2017; with SecAgg+'s k-neighbour graph, Bell et al., CCS 2020,
+"peers" below are a client's neighbours, and the server sends each client only its neighbours'
+keys and lists; `graph` builds the graph and its thresholds):
 1. advertise: each client makes two EC key pairs, c (encrypting shares) and s (pairwise masks),
    and sends the public keys.
 2. share: with everyone's public keys, each client draws a self-mask seed b, splits b and its s
@@ -148,11 +150,12 @@ def reveal(secrets: ClientSecrets, survivors: list[int], dropped: list[int]) -> 
 
 def unmask_sum(masked: dict[int, np.ndarray], participants: list[int], publics: dict[int, tuple[bytes, bytes]],
                b_shares: dict[int, list[bytes]], s_shares: dict[int, list[bytes]], threshold: int,
-               fixed_point: FixedPoint) -> np.ndarray:
+               fixed_point: FixedPoint, *, graph: dict[int, frozenset[int]] | None = None) -> np.ndarray:
     """The float sum of the survivors' values from their masked vectors and the revealed shares.
 
     `participants` are the clients whose shares were routed (step 2); `masked` holds the
     survivors' vectors; b_shares[v] (v a survivor) and s_shares[v] (v dropped) the revealed shares.
+    `graph` maps each client to its neighbourhood (None: everyone is everyone's neighbour).
     """
     survivors = sorted(masked)
     dropped = sorted(set(participants) - set(survivors))
@@ -168,7 +171,7 @@ def unmask_sum(masked: dict[int, np.ndarray], participants: list[int], publics: 
                                     size, dtype)
     for v in dropped:
         s_private = key_from_scalar(_combine(s_shares.get(v, []), threshold, f"dropped node {v}'s mask key"))
-        for u in survivors:
+        for u in survivors if graph is None else sorted(graph[v] & set(survivors)):
             stream = mask_stream(agreed_key(s_private, bytes_to_public_key(publics[u][1])), size, dtype)
             total = total - stream if u < v else total + stream
     return fixed_point.decode_sum(total, len(survivors))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from conf.errors import first_line
 from strategies.secagg import protocol
 from strategies.secagg.client import KEYS, MASKED, SECAGG, SHARES, UNMASK
 from strategies.secagg.fixedpoint import FixedPoint
+from strategies.secagg.graph import Neighbours, neighbourhood_size, ring_graph, sparse_threshold, threshold_for
 
 log = logging.getLogger("corolla")
 
@@ -36,15 +36,6 @@ class SecureSumResult:
     failures: dict[int, str] = field(default_factory=dict)          # node -> why it left
 
 
-def threshold_for(num_nodes: int, *, max_dropout: float) -> int:
-    """The Shamir threshold that tolerates `max_dropout` of the nodes leaving after masking.
-
-    Never below a strict majority, so the server and a minority of clients cannot rebuild an
-    honest survivor's self-mask together with a dropped client's mask key.
-    """
-    return max(num_nodes // 2 + 1, math.ceil(num_nodes * (1 - max_dropout)), 2 if num_nodes >= 2 else 1)
-
-
 class SecureSumSession:
     """One secure sum split around the masking request, for strategies whose round loop sends it.
 
@@ -54,15 +45,19 @@ class SecureSumSession:
     """
 
     def __init__(self, grid: Grid, *, shapes: dict[str, tuple[int, ...]], fixed_point: FixedPoint,
-                 max_dropout: float = 0.2, timeout: float | None = None) -> None:
+                 max_dropout: float = 0.2, timeout: float | None = None,
+                 neighbours: Neighbours = "auto") -> None:
         self.grid = grid
+        self.neighbours = neighbours
         self.shapes = dict(shapes)
         self.size = sum(int(np.prod(s)) for s in self.shapes.values())
         self.fixed_point = fixed_point
         self.max_dropout = max_dropout
         self.timeout = timeout
         self.sid = uuid.uuid4().hex
-        self.threshold = 1
+        self.threshold = 1         # Shamir threshold inside every neighbourhood
+        self.min_survivors = 1     # fewer clients left at any step: nothing is unmasked
+        self.graph: dict[int, frozenset[int]] = {}
         self.failures: dict[int, str] = {}
         self.publics: dict[int, tuple[bytes, bytes]] = {}
         self.sharers: list[int] = []
@@ -83,24 +78,37 @@ class SecureSumSession:
         for n in targets:
             if n not in got:
                 self.failures.setdefault(n, "no reply")
-        if len(got) < self.threshold:
+        if len(got) < self.min_survivors:
             raise SecureSumError(f"secure sum: {len(got)} of {len(targets)} clients answered {mtype}, fewer "
-                                 f"than the threshold {self.threshold}; nothing is unmasked")
+                                 f"than the threshold {self.min_survivors}; nothing is unmasked")
         return got
 
     def _config(self, **values: object) -> Callable[[int], RecordDict]:
         return lambda n: RecordDict({SECAGG: ConfigRecord({"sid": self.sid, **values})})
 
+    def _share_config(self, node: int) -> RecordDict:
+        peers = sorted(self.graph[node])
+        return RecordDict({SECAGG: ConfigRecord({
+            "sid": self.sid, "threshold": self.threshold, "nodes": [str(n) for n in peers],
+            "c-publics": [self.publics[n][0] for n in peers], "s-publics": [self.publics[n][1] for n in peers]})})
+
+    def _unmask_config(self, survivors: list[int], dropped: list[int]) -> Callable[[int], RecordDict]:
+        return lambda n: RecordDict({SECAGG: ConfigRecord({
+            "sid": self.sid, "survivors": [str(v) for v in survivors if v in self.graph[n]],
+            "dropped": [str(v) for v in dropped if v in self.graph[n]]})})
+
     def open(self, nodes: Iterable[int]) -> list[int]:
         """Steps 1-2 over `nodes`; returns the nodes that shared (the ones to send the request to)."""
         nodes = sorted(set(nodes))
-        self.threshold = threshold_for(len(nodes), max_dropout=self.max_dropout)
+        self.threshold = self.min_survivors = threshold_for(len(nodes), max_dropout=self.max_dropout)
+        k = neighbourhood_size(len(nodes), self.neighbours)
+        if k < len(nodes):  # SecAgg+: a strict majority of each neighbourhood, and enough survivors overall
+            self.threshold = sparse_threshold(k)
         keys = self._step(KEYS, nodes, self._config(threshold=self.threshold))
         advertised = sorted(keys)
         self.publics = {n: (keys[n][SECAGG]["c-public"], keys[n][SECAGG]["s-public"]) for n in advertised}
-        shares = self._step(SHARES, advertised, self._config(
-            nodes=[str(n) for n in advertised], **{"c-publics": [self.publics[n][0] for n in advertised],
-                                                  "s-publics": [self.publics[n][1] for n in advertised]}))
+        self.graph = ring_graph(advertised, k)
+        shares = self._step(SHARES, advertised, self._share_config)
         self.sharers = sorted(shares)
         self.routed = {v: {} for v in self.sharers}
         for u in self.sharers:
@@ -144,12 +152,11 @@ class SecureSumSession:
             clipped += int(content[SECAGG]["clipped"])
             plain[n] = RecordDict({k: v for k, v in content.items() if k not in (MASKED, SECAGG)})
         survivors = sorted(masked)
-        if len(survivors) < self.threshold:
+        if len(survivors) < self.min_survivors:
             raise SecureSumError(f"secure sum: {len(survivors)} usable masked replies, fewer than the threshold "
-                                 f"{self.threshold}; nothing is unmasked")
+                                 f"{self.min_survivors}; nothing is unmasked")
         dropped = sorted(set(self.sharers) - set(survivors))
-        revealed = self._step(UNMASK, survivors, self._config(
-            survivors=[str(n) for n in survivors], dropped=[str(n) for n in dropped]))
+        revealed = self._step(UNMASK, survivors, self._unmask_config(survivors, dropped))
         b_shares: dict[int, list[bytes]] = {}
         s_shares: dict[int, list[bytes]] = {}
         for content in revealed.values():
@@ -160,7 +167,7 @@ class SecureSumSession:
                 s_shares.setdefault(int(v), []).append(share)
         try:
             total = protocol.unmask_sum(masked, self.sharers, self.publics, b_shares, s_shares, self.threshold,
-                                        self.fixed_point)
+                                        self.fixed_point, graph=self.graph)
         except protocol.ProtocolError as err:
             raise SecureSumError(f"secure sum: {err}") from err
         if dropped:
@@ -177,7 +184,7 @@ class SecureSumSession:
 
 def secure_sum(grid: Grid, nodes: Iterable[int], *, request: Callable[[int], RecordDict], message_type: str,
                shapes: dict[str, tuple[int, ...]], fixed_point: FixedPoint, max_dropout: float = 0.2,
-               timeout: float | None = None) -> SecureSumResult:
+               timeout: float | None = None, neighbours: Neighbours = "auto") -> SecureSumResult:
     """The sum over `nodes` of the float arrays each computes from `request(node)`.
 
     `request(node)` is the content of the masking request (e.g. the training instruction); the
@@ -186,7 +193,7 @@ def secure_sum(grid: Grid, nodes: Iterable[int], *, request: Callable[[int], Rec
     sharing; below the Shamir threshold nothing is unmasked (SecureSumError).
     """
     session = SecureSumSession(grid, shapes=shapes, fixed_point=fixed_point, max_dropout=max_dropout,
-                               timeout=timeout)
+                               timeout=timeout, neighbours=neighbours)
     sharers = session.open(nodes)
     messages = [Message(session.masking_request(n, request(n)), dst_node_id=n, message_type=message_type)
                 for n in sharers]

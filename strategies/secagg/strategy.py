@@ -30,7 +30,7 @@ LOSS = "~train_loss"      # sum of weight x train loss
 WEIGHT_SCALE_KEY = "secagg-weight-scale"
 
 
-def refusal(server_half: type) -> str | None:
+def refusal(server_half: type, section: dict[str, Any] | None = None) -> str | None:
     """Why a server half cannot run under secure aggregation, or None.
 
     The class whose `aggregate_train` is in use must need only the weighted mean of the replies:
@@ -40,6 +40,8 @@ def refusal(server_half: type) -> str | None:
     """
     from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
 
+    if section is not None and hasattr(server_half, "secagg_refusal"):
+        server_half.secagg_refusal(section)  # settings of its own that need each client's values: ConfigError
     owner = next((k for k in server_half.__mro__ if "aggregate_train" in vars(k)), None)
     if owner in (FedAvg, FedAdam, FedYogi, FedAdagrad, FedAvgM) or (owner and vars(owner).get("aggregates_by_sum")):
         return None
@@ -60,9 +62,9 @@ class SecureAggregation(Strategy):
 
     # corolla's hooks, forwarded ---------------------------------------------------------------
     def setup(self, env: Any) -> None:
-        self.inner.setup(env)
         if hasattr(self.inner, "secure"):  # a method with sums of its own (FOT's sketches) uses them too
             self.inner.secure = self.config
+        self.inner.setup(env)
 
     def state_dict(self) -> dict[str, Any]:
         return self.inner.state_dict()
@@ -104,7 +106,7 @@ class SecureAggregation(Strategy):
         fixed_point = FixedPoint(clip=self.config.clip, modulus_bits=self.config.modulus_bits,
                                  max_parties=max(len(messages), 2))
         self.session = SecureSumSession(grid, shapes=shapes, fixed_point=fixed_point,
-                                        max_dropout=self.config.max_dropout)
+                                        max_dropout=self.config.max_dropout, neighbours=self.config.neighbours)
         self._global = arrays
         sharers = set(self.session.open(m.metadata.dst_node_id for m in messages))
         out = []
