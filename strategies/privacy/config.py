@@ -119,7 +119,7 @@ def check_privacy(cfg: dict[str, Any]) -> PrivacyConfig:
             "secure aggregation sees no individual update, and the client-side mods (client-*, local) act on "
             "the plain training reply, which the secure sum's masking step replaces; choose one of the two",
             key="secagg")
-    num_clients = int(cfg["task"]["num_clients"])
+    num_clients = int(cfg["task"].get("num_clients") or 1)
     sampled = num_sampled(parse_strategy_config(cfg["strategy"]), num_clients)
     if privacy.name in ADAPTIVE:
         from flwr.supercore.differential_privacy import compute_adaptive_noise_params
