@@ -14,6 +14,7 @@ BENCHES: dict[str, str] = {
     "fot": "bench.fot:run",
     "chaos": "bench.chaos:run",
     "robust": "bench.robust:run",
+    "privacy": "bench.privacy:run",
     "secagg": "bench.secagg:run",
     "system": "bench.system:run",
 }

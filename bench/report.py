@@ -8,7 +8,7 @@ import platform
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 
 def stat(values: Iterable[float]) -> dict[str, Any]:
@@ -48,6 +48,7 @@ class BenchReport:
     quick: bool
     setting: dict[str, Any] = field(default_factory=dict)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    figures: list[Callable[[Path], Path]] = field(default_factory=list)   # each draws a PNG into the out dir
 
     def add(self, setting: str, variant: str, **metrics: Any) -> dict[str, Any]:
         """Add a row; list values become {"mean","std","values"}, scalars are kept as they are."""
@@ -65,6 +66,8 @@ class BenchReport:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / f"{self.bench}.json"
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        for draw in self.figures:
+            draw(out_dir)
         return path
 
     def table(self, metrics: list[str] | None = None) -> str:

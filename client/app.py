@@ -11,6 +11,7 @@ from conf.compose import config_from_run_config
 from strategies import npy
 from strategies.base import ClientEnv
 from strategies.messages import HELLO
+from strategies.privacy.client import handle as privately
 from strategies.registry import all_message_types, get_strategy
 
 app = ClientApp()
@@ -29,7 +30,8 @@ def dispatch(message: Message, context: Context) -> Message:
         if message.metadata.message_type == HELLO:
             return hello(message, env)
         half = get_strategy(cfg["strategy"]["name"]).client(env)
-        return half.handle(message)
+        return privately(message, context, half.handle, cfg=cfg,
+                         noise_seed=lambda rnd: env.seed_for(rnd, "local-dp"))
     except Exception as ex:  # Flower keeps only str(ex): put the traceback in it
         raise ClientFailure(f"{type(ex).__name__}: {ex}\n{traceback.format_exc()}") from ex
 

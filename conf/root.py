@@ -16,7 +16,7 @@ from conf.errors import ConfigError
 from conf.typed import Section, between
 
 # Top-level keys whose sections are checked elsewhere.
-OWNED = frozenset({"strategy", "task", "model", "engine", "tuned", "attack", "system"})  # attack: strategies.attacks; system: server/system/config.py
+OWNED = frozenset({"strategy", "task", "model", "engine", "tuned", "attack", "system", "privacy"})  # attack: strategies.attacks; system: server/system/config.py; privacy: strategies.privacy
 
 
 @dataclass(frozen=True)

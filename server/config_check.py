@@ -7,6 +7,7 @@ from typing import Any
 from conf.errors import ConfigError
 from conf.root import check_root
 from server.system.config import system_config
+from strategies.privacy import check_privacy
 
 __all__ = ["ConfigError", "check_config", "rounds_per_task"]
 
@@ -29,6 +30,7 @@ def check_config(cfg: dict[str, Any]) -> None:
     if cfg.get("secagg"):
         _check_secagg(cfg, definition.server)
     check_attack(cfg)
+    check_privacy(cfg)  # after the strategy: it names what a method sends outside the clipped update
     check_task_config(cfg["task"], seed=int(cfg["seed"]) if isinstance(cfg["seed"], int) else 0)
     if cfg["model"].get("name") == "custom":  # built and run on one batch of the task's shape
         from data import server_task

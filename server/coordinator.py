@@ -26,6 +26,7 @@ from server.system import SystemModel, system_config
 from server.tracking import open_sinks
 from strategies import npy
 from strategies.base import ServerEnv, derive_seed
+from strategies.privacy import parse_privacy
 from strategies.registry import build_server_strategy
 
 log = logging.getLogger("corolla")
@@ -54,6 +55,11 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
 
         strategy = SecureAggregation(strategy, config=SecAggConfig.parse(cfg["secure_aggregation"],
                                                                          prefix="secure_aggregation"))
+    privacy = parse_privacy(cfg.get("privacy"))
+    if privacy.active:  # Flower's DP wrapper around the server half (strategies/privacy/server.py)
+        from strategies.privacy.server import PrivateAggregation
+
+        strategy = PrivateAggregation(strategy, config=privacy)
     strategy.max_num_examples = int(cfg["failures"]["max_num_examples"])
     strategy.setup(env)
     arrays = strategy.initial_arrays(arrays)
