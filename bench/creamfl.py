@@ -1,19 +1,25 @@
-"""creamfl: CreamFL against its ablations and baselines on the captioned task.
+"""creamfl: CreamFL against its ablations and baselines on the captioned task, at a validated budget.
 
-Variants (3 seeds on the same data, `task.data_seed` fixed): `public-only` (the server alone on the
-public pairs), `mean` (mean ensemble, no client regularisers), `contrastive` (contrastive ensemble,
-no regularisers), `creamfl` (the published method), `centralised` (the server on public + every
-private pair: an upper bound) and improved `creamfl-<what it changes>` variants.
+Settings: `captioned/pixels` (towers on pixels and word ids), `captioned/frozen` (trainable heads on
+frozen EfficientNet-Lite0 and all-MiniLM-L6-v2 features) and `captioned/frozen-private4x` (frozen,
+the image-text clients together holding four times as many private pairs as the public set).
 
-Every variant runs corolla's own ServerApp code (`server.coordinator.run_federation`) and ClientApp
-dispatch (`client.app.dispatch`), with one Flower Context per node, through an in-process grid:
-the same messages, validation, byte metering, metrics.jsonl and summary.json as `corolla run`, but
-without Ray's ~10 s start-up per run, which would dominate a bench of 27 short runs on 2 cores.
-Seconds per round are therefore the method's compute, not Ray's transport.
+The budget: per setting, the server's public-set epochs per round and learning rate are chosen for
+`public-only` on the validation split (a small grid, mean over the seeds), and every row then uses
+them: each federated row's public steps, and `centralised`'s epochs over its public + private pairs
+(the same epochs, not the same steps). Variants: `public-only`, `mean` (mean ensemble, no client
+regularisers), `contrastive` (contrastive ensemble, no regularisers), `creamfl` (the published
+method), `centralised` (the ceiling) and `creamfl-*` candidates; the best candidate per setting is
+the one with the highest mean validation rsum. Test numbers are reported, never used to choose.
+
+Every run uses corolla's own ServerApp and ClientApp code through an in-process grid (bench.inline):
+the same messages, validation, byte metering, metrics.jsonl and summary.json as `corolla run`,
+without Ray's start-up per run, which would dominate a bench of many short runs on 2 cores.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import statistics
@@ -22,39 +28,210 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-from bench.inline import run_inline
+from bench.inline import default_workers, failures, run_inline, run_many
 from bench.report import BenchReport
 
-# Variant -> strategy overrides (on top of conf/strategy/creamfl.yaml).
 NO_REG = ["strategy.inter=false", "strategy.intra=false"]
-VARIANTS: dict[str, list[str]] = {
+BASELINES: dict[str, list[str]] = {
     "public-only": ["strategy.fraction_train=0"],
     "mean": ["strategy.ensemble=mean", *NO_REG],
     "contrastive": ["strategy.ensemble=contrastive", *NO_REG],
     "creamfl": [],
     "centralised": ["strategy.fraction_train=0", "strategy.server_data=all"],
 }
-# Improved variants (see the README's CreamFL section for why each exists).
-IMPROVED: dict[str, list[str]] = {
-    "creamfl-gated": ["strategy.kd_gate=item"],              # distil only items the ensemble aligns better
-    "creamfl-joint": ["strategy.distill_mode=joint"],        # distillation as a term of the InfoNCE steps
-    "creamfl-before": ["strategy.distill_order=before_public"],  # distil, then the public step repairs
+JOINT_REL = ["strategy.distill_mode=joint", "strategy.kd_loss=relational"]
+HOLDOUT = ["strategy.align_holdout=0.2"]
+# Candidates beyond the paper (the README's CreamFL section says why each exists).
+CANDIDATES: dict[str, list[str]] = {
+    "creamfl-joint": ["strategy.distill_mode=joint"],
+    "creamfl-joint-normalised": ["strategy.distill_mode=joint", "strategy.kd_normalise=true"],
+    "creamfl-joint-relational": JOINT_REL,
+    "creamfl-aligned": [*JOINT_REL, *HOLDOUT, "strategy.kd_clients=aligned"],
+    "creamfl-alignment-weighted": [*JOINT_REL, *HOLDOUT, "strategy.kd_client_weights=alignment"],
 }
+FROZEN = ["task.image_features=effnet-lite0", "task.text_features=minilm"]
 COMMON = ["task=captioned", "strategy=creamfl", "progress=false", "plots=false", "checkpoint_every=1000"]
-FULL = {"seeds": [0, 1, 2], "rounds": 10}
-QUICK = {"seeds": [0, 1], "rounds": 3,
-         "extra": ["task.public_size=300", "task.private_size=1200", "task.val_size=200", "task.test_size=300",
-                   "task.num_clients=6", "task.clients={image:2,text:2,image_text:2}"]}
+SIZES = {  # (public, private, val, test, clients per type)
+    False: {"public": 500, "private": 2400, "val": 300, "test": 500, "per_type": 4},
+    True: {"public": 300, "private": 1200, "val": 200, "test": 300, "per_type": 2},
+}
+FULL = {"seeds": [0, 1, 2], "rounds": 10, "grid": {"server_epochs": [1, 3, 5], "server_lr": [0.001, 0.003]}}
+QUICK = {"seeds": [0, 1], "rounds": 3, "grid": {"server_epochs": [1, 3], "server_lr": [0.001, 0.003]}}
+ALIGN_KEYS = ["align_image_img", "align_text_txt", "align_image_text_img", "align_image_text_txt",
+              "align_server_img", "align_server_txt"]
+PER_ROUND = ["rsum", "val_rsum", "global_alignment", "alignment_img", "alignment_txt", "alignment_agg_img",
+             "alignment_agg_txt", "weight_spread_img", "weight_spread_txt", "kd_kept_img", "kd_kept_txt",
+             "kd_clients_kept_img", "kd_clients_kept_txt", *ALIGN_KEYS, "wall_s", "uplink_bytes"]
 
 
-def _per_round(runs: list[list[dict[str, Any]]], key: str) -> list[float | None]:
-    """The mean over seeds of a per-round metric (None where no seed has it)."""
-    rounds = max(len(r) for r in runs)
+def private4x_size(public: int, per_type: int) -> int:
+    """task.private_size at which the image-text clients together hold 4 x public_size private
+    pairs: the pool is shared out over the three client types in proportion to their counts
+    (`per_type` each), so the image-text share is a third."""
+    num_clients, image_text = 3 * per_type, per_type
+    return 4 * public * num_clients // image_text
+
+
+def task_overrides(quick: bool) -> dict[str, list[str]]:
+    """Each setting's task overrides."""
+    size = SIZES[quick]
+    n = size["per_type"]
+    base = [f"task.public_size={size['public']}", f"task.val_size={size['val']}", f"task.test_size={size['test']}",
+            f"task.num_clients={3 * n}", f"task.clients={{image:{n},text:{n},image_text:{n}}}"]
+    return {
+        "captioned/pixels": [*base, f"task.private_size={size['private']}"],
+        "captioned/frozen": [*base, f"task.private_size={size['private']}", *FROZEN],
+        "captioned/frozen-private4x": [*base, f"task.private_size={private4x_size(size['public'], n)}", *FROZEN],
+    }
+
+
+def one_run(overrides: list[str]) -> dict[str, Any]:
+    """One inline run: its test and validation retrieval, timing, bytes and per-round series."""
+    with tempfile.TemporaryDirectory(prefix="corolla-creamfl-") as tmp:
+        summary, metrics, _ = run_inline(overrides, Path(tmp) / "run")
+    last = metrics[-1]
+    replied = [r for r in metrics if r["num_replies"]]
+    return {
+        **{k: summary["retrieval"][k] for k in ("rsum", "i2t_r1", "t2i_r1")},
+        "val_rsum": last["val_rsum"],
+        "s_per_round": statistics.fmean(r["wall_s"] for r in metrics),
+        "uplink_per_reply": statistics.fmean(r["uplink_bytes"] / r["num_replies"] for r in replied) if replied else 0.0,
+        "series": {key: [r.get(key) for r in metrics] for key in PER_ROUND},
+    }
+
+
+def choose_budget(val: dict[tuple[int, float], list[float]]) -> tuple[int, float]:
+    """The (server_epochs, server_lr) with the highest mean validation rsum; ties: fewer epochs,
+    then the smaller learning rate."""
+    return max(sorted(val), key=lambda k: (statistics.fmean(val[k]), -k[0], -k[1]))
+
+
+def best_candidate(val: dict[str, list[float]]) -> str:
+    """The candidate with the highest mean validation rsum (ties: the first in CANDIDATES order)."""
+    names = [n for n in CANDIDATES if n in val] + sorted(set(val) - set(CANDIDATES))
+    return max(names, key=lambda n: (statistics.fmean(val[n]), -names.index(n)))
+
+
+def _mean_series(series: list[list[Any]]) -> list[float | None]:
+    """The mean over seeds of a per-round series (None where no seed has it)."""
     out: list[float | None] = []
-    for i in range(rounds):
-        vals = [r[i][key] for r in runs if i < len(r) and r[i].get(key) is not None]
+    for i in range(max(len(s) for s in series)):
+        vals = [s[i] for s in series if i < len(s) and s[i] is not None]
         out.append(round(statistics.fmean(vals), 4) if vals else None)
+    return out
+
+
+def _run_mean(values: list[Any]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.fmean(vals) if vals else None
+
+
+def run(quick: bool = False, variants: list[str] | None = None, threads: int | None = None,
+        workers: int | None = None, settings: list[str] | None = None) -> BenchReport:
+    import torch
+
+    # One thread per run: on 2 shared cores torch's default intra-op threads oversubscribe.
+    threads = threads or int(os.environ.get("COROLLA_BENCH_THREADS", "1"))
+    torch.set_num_threads(threads)
+    workers = workers or default_workers()
+    plan = QUICK if quick else FULL
+    seeds, rounds = plan["seeds"], plan["rounds"]
+    common = [*COMMON, f"num_rounds={rounds}"]
+    tasks = task_overrides(quick)
+    chosen_settings = settings or list(tasks)
+    every = {**BASELINES, **CANDIDATES}
+    names = variants or list(every)
+    started = time.monotonic()
+    grid = list(itertools.product(plan["grid"]["server_epochs"], plan["grid"]["server_lr"]))
+    tuning = run_many(one_run, [((s, e, lr, seed), [*common, *tasks[s], *BASELINES["public-only"],
+                                                    f"strategy.server_epochs={e}", f"strategy.server_lr={lr}",
+                                                    f"seed={seed}"])
+                                for s in chosen_settings for e, lr in grid for seed in seeds],
+                      workers=workers, threads=threads, label="creamfl budget", shown=("val_rsum",))
+    failed = failures(tuning)
+    budget: dict[str, Any] = {}
+    for s in chosen_settings:
+        val = {(e, lr): [tuning[(s, e, lr, seed)]["val_rsum"] for seed in seeds]  # type: ignore[index]
+               for e, lr in grid if all(not isinstance(tuning[(s, e, lr, seed)], BaseException) for seed in seeds)}
+        epochs, lr = choose_budget(val)
+        budget[s] = {"server_epochs": epochs, "server_lr": lr,
+                     "val_rsum": {f"epochs={e},lr={l}": round(statistics.fmean(v), 4) for (e, l), v in val.items()}}
+    budget_of = {s: [f"strategy.server_epochs={b['server_epochs']}", f"strategy.server_lr={b['server_lr']}"]
+                 for s, b in budget.items()}
+    jobs = [((s, name, seed), [*common, *tasks[s], *budget_of[s], *every[name], f"seed={seed}"])
+            for s in chosen_settings for name in names for seed in seeds]
+    results = run_many(one_run, jobs, workers=workers, threads=threads, label="creamfl", shown=("rsum", "val_rsum"))
+    failed.update(failures(results))
+    report = CreamFLReport("creamfl", quick, setting={
+        "task": "captioned", "rounds": rounds, "seeds": seeds, "overrides": common,
+        "settings": {s: tasks[s] for s in chosen_settings},
+        "engine": "in-process grid (corolla's ServerApp + ClientApp code, no Ray)",
+        "variants": {name: every[name] for name in names},
+        "budget": {**budget, "how": (
+            "per setting, public-only's server_epochs x server_lr grid "
+            f"{plan['grid']} chosen on the validation split (mean over the seeds, last round); every row "
+            "uses that budget: the federated rows' public steps and centralised's epochs over its public + "
+            "private pairs (the same number of epochs, not of steps)")},
+        "model_bytes_fp32": _model_bytes([*common, *tasks["captioned/pixels"]]),
+        "selection": ("the budget and the best creamfl-* candidate per setting are chosen on the validation "
+                      "split; every number is the last round's; test is never used to choose anything"),
+        "alignment": ("align_<client type>_<modality>: R@1 of a client's public-set representations against the "
+                      "server's representations of the other modality (a hit: the same caption), mean over the "
+                      "sampled clients of that type and over rounds; on the held-out public pairs when "
+                      "strategy.align_holdout > 0 (never distillation targets), else on every public pair; "
+                      "align_server_*: the server's own"),
+    })
+    client_bytes = report.setting["model_bytes_fp32"]
+    for s in chosen_settings:
+        for name in names:
+            runs = [results[(s, name, seed)] for seed in seeds]
+            if any(isinstance(r, BaseException) for r in runs):
+                continue
+            replied = any(r["uplink_per_reply"] for r in runs)  # type: ignore[index]
+            row = report.add(
+                s, name, **{k: [r[k] for r in runs] for k in ("rsum", "i2t_r1", "t2i_r1", "val_rsum",  # type: ignore[index]
+                                                                "s_per_round")},
+                uplink_bytes_per_client_round=statistics.fmean(r["uplink_per_reply"] for r in runs),  # type: ignore[index]
+                fedavg_bytes_per_client_round=client_bytes["client_mean"] if replied else 0.0,
+                per_round={k: _mean_series([r["series"][k] for r in runs]) for k in PER_ROUND},  # type: ignore[index]
+            )
+            for key in ALIGN_KEYS:
+                per_seed = [_run_mean(r["series"][key]) for r in runs]  # type: ignore[index]
+                if all(v is not None for v in per_seed):
+                    row[key] = {"mean": statistics.fmean(per_seed), "values": per_seed}
+    report.setting["checks"] = _checks(report, chosen_settings)
+    if failed:
+        report.setting["failed"] = failed
+    if torch.cuda.is_available():
+        report.setting["server_step_cuda"] = server_step_timing([*common, *tasks["captioned/pixels"]])
+    report.setting["wall_s"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def _checks(report: BenchReport, settings: list[str]) -> dict[str, Any]:
+    """The issue's targets, paired by seed, per setting: creamfl vs mean, and the best creamfl-*
+    candidate (chosen on validation) vs public-only."""
+    out: dict[str, Any] = {}
+    for s in settings:
+        rows = {row["variant"]: row for row in report.rows if row["setting"] == s}
+
+        def diff(a: str, b: str) -> list[float] | None:
+            if a not in rows or b not in rows:
+                return None
+            return [round(x - y, 4) for x, y in zip(rows[a]["rsum"]["values"], rows[b]["rsum"]["values"])]
+
+        check: dict[str, Any] = {"creamfl_minus_mean_rsum": diff("creamfl", "mean")}
+        candidates = {n: rows[n]["val_rsum"]["values"] for n in rows if n in CANDIDATES}
+        if candidates:
+            best = best_candidate(candidates)
+            gap = diff(best, "public-only")
+            check.update({"best_candidate": best,
+                          "best_candidate_val_rsum": round(statistics.fmean(candidates[best]), 4),
+                          "best_minus_public_only_rsum": gap,
+                          "best_minus_public_only_rsum_mean": None if gap is None else round(statistics.fmean(gap), 4)})
+        for name in candidates:
+            check[f"{name}_minus_public_only_rsum"] = diff(name, "public-only")
+        out[s] = check
     return out
 
 
@@ -76,71 +253,6 @@ def _model_bytes(overrides: list[str]) -> dict[str, int]:
     # FedAvg's uplink per client and round: the whole model, averaged over the client population.
     out["client_mean"] = round(sum(out[f"client_{m}"] for m in data.client_types) / len(data.client_types))
     out["server"] = 4 * num_parameters(build_server_model(config, data))
-    return out
-
-
-def run(quick: bool, variants: list[str] | None = None, threads: int | None = None) -> BenchReport:
-    import torch
-
-    # One thread: on 2 shared cores, torch's default intra-op threads oversubscribe (13x slower here).
-    torch.set_num_threads(threads or int(os.environ.get("COROLLA_BENCH_THREADS", "1")))
-    plan = QUICK if quick else FULL
-    seeds, rounds = plan["seeds"], plan["rounds"]
-    extra = [*COMMON, *plan.get("extra", []), f"num_rounds={rounds}"]
-    every = {**VARIANTS, **IMPROVED}
-    names = variants or list(every)
-    report = CreamFLReport("creamfl", quick, setting={
-        "task": "captioned", "rounds": rounds, "seeds": seeds, "overrides": extra,
-        "engine": "in-process grid (corolla's ServerApp + ClientApp code, no Ray)",
-        "variants": {name: every[name] for name in names},
-        "model_bytes_fp32": _model_bytes(extra),
-        "selection": "none: every number is the last round's; test is never used to choose anything",
-    })
-    client_bytes = report.setting["model_bytes_fp32"]
-    started = time.monotonic()
-    for name in names:
-        summaries, histories = [], []
-        for seed in seeds:
-            with tempfile.TemporaryDirectory(prefix="corolla-creamfl-") as tmp:
-                summary, metrics, _ = run_inline([*extra, *every[name], f"seed={seed}"], Path(tmp) / "run")
-            summaries.append(summary)
-            histories.append(metrics)
-            print(f"  {name} seed={seed}: rsum={summary['retrieval'].get('rsum', float('nan')):.4f} "
-                  f"({time.monotonic() - started:.0f}s)", flush=True)
-        last = [h[-1] for h in histories]
-        replies = [r["num_replies"] for h in histories for r in h if r["num_replies"]]
-        uplink = [r["uplink_bytes"] / r["num_replies"] for h in histories for r in h if r["num_replies"]]
-        report.add(
-            "captioned", name,
-            rsum=[s["retrieval"]["rsum"] for s in summaries],
-            i2t_r1=[s["retrieval"]["i2t_r1"] for s in summaries],
-            t2i_r1=[s["retrieval"]["t2i_r1"] for s in summaries],
-            val_rsum=[r["val_rsum"] for r in last],
-            s_per_round=[statistics.fmean(r["wall_s"] for r in h) for h in histories],
-            uplink_bytes_per_client_round=statistics.fmean(uplink) if uplink else 0.0,
-            fedavg_bytes_per_client_round=client_bytes["client_mean"] if replies else 0.0,
-            per_round={key: _per_round(histories, key) for key in PER_ROUND},
-        )
-    report.setting["checks"] = _checks(report)
-    if torch.cuda.is_available():
-        report.setting["server_step_cuda"] = server_step_timing(extra)
-    report.setting["wall_s"] = round(time.monotonic() - started, 1)
-    return report
-
-
-def _checks(report: BenchReport) -> dict[str, Any]:
-    """The issue's targets, paired by seed: creamfl vs mean, and each creamfl-* vs public-only."""
-    rows = {row["variant"]: row for row in report.rows}
-
-    def diff(a: str, b: str) -> list[float] | None:
-        if a not in rows or b not in rows:
-            return None
-        return [round(x - y, 4) for x, y in zip(rows[a]["rsum"]["values"], rows[b]["rsum"]["values"])]
-
-    out: dict[str, Any] = {"creamfl_minus_mean_rsum": diff("creamfl", "mean")}
-    for name in rows:
-        if name.startswith("creamfl"):
-            out[f"{name}_minus_public_only_rsum"] = diff(name, "public-only")
     return out
 
 
@@ -194,9 +306,6 @@ def server_step_timing(overrides: list[str], steps: int = 50) -> dict[str, float
     return out
 
 
-PER_ROUND = ["rsum", "val_rsum", "global_alignment", "alignment_img", "alignment_txt", "alignment_agg_img",
-             "alignment_agg_txt", "weight_spread_img", "weight_spread_txt", "kd_kept_img", "kd_kept_txt",
-             "wall_s", "uplink_bytes"]
 TABLE_KEYS = ["rsum", "i2t_r1", "t2i_r1", "val_rsum", "s_per_round", "uplink_bytes_per_client_round",
               "fedavg_bytes_per_client_round"]
 
@@ -205,28 +314,28 @@ class CreamFLReport(BenchReport):
     """The bench table, then the per-round series (mean over seeds) that explain it."""
 
     def table(self, metrics: list[str] | None = None) -> str:
-        lines = [super().table(metrics or TABLE_KEYS), "", "per round (mean over seeds):"]
+        lines = [super().table(metrics or TABLE_KEYS), "", "alignment per client type (mean over rounds and seeds):"]
         for row in self.rows:
-            series = row.get("per_round", {})
-            for key in ("rsum", "alignment_img", "alignment_txt", "weight_spread_img", "weight_spread_txt"):
-                values = series.get(key) or []
-                if any(v is not None for v in values):
-                    shown = " ".join("-" if v is None else f"{v:.3g}" for v in values)
-                    lines.append(f"  {row['variant']:<22} {key:<18} {shown}")
+            shown = " ".join(f"{k[len('align_'):]}={row[k]['mean']:.3f}" for k in ALIGN_KEYS if k in row)
+            if shown:
+                lines.append(f"  {row['setting']:<27} {row['variant']:<27} {shown}")
+        lines += ["", "checks:", json.dumps(self.setting.get("checks", {}), indent=1)]
         return "\n".join(lines)
 
 
-def main() -> None:  # python -m bench.creamfl [--quick] [variant ...]
+def main() -> None:  # python -m bench.creamfl [--quick] [--setting S ...] [variant ...]
     import argparse
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on 2 shared cores)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: bench.inline's)")
+    parser.add_argument("--setting", action="append", choices=list(task_overrides(False)), help="only these settings")
     parser.add_argument("variants", nargs="*")
     args = parser.parse_args()
-    report = run(args.quick, args.variants or None, threads=args.threads)
-    path = report.write(args.out) if not args.variants else None
+    report = run(args.quick, args.variants or None, threads=args.threads, workers=args.workers, settings=args.setting)
+    path = report.write(args.out) if not args.variants else None  # a subset of settings is still a report
     print(report.table())
     if path:
         print(f"results: {path}")

@@ -21,12 +21,17 @@ Beyond the paper (each off by default, so the defaults are the published method)
 `distill_order: before_public` distils before the next public step, `kd_gate` keeps only
 aggregated reps that are better aligned than the server's own (`item`) or scales the term by the
 aggregate's measured alignment (`alignment`), and `distill_mode: joint` adds the distillation to
-the public InfoNCE steps instead of taking separate optimizer steps on it.
+the public InfoNCE steps instead of taking separate optimizer steps on it. `align_holdout` holds a
+fraction of the public pairs out of the distillation and measures each client's alignment on them
+(recorded per client type); `kd_clients: aligned` distils only clients above `align_min`,
+`kd_client_weights: alignment` weights clients by it; `kd_normalise` renormalises the aggregate;
+`kd_loss: crossmodal` distils image-text clients' in-batch image-text matching.
 Baselines through the same code: `fraction_train: 0` trains the server alone (public-only);
 with `server_data: all` it also trains on every client's private pairs (the centralised bound).
 
 The package: `config` (CreamFLConfig, every setting; defaults in conf/strategy/creamfl.yaml),
-`protocol` (message keys, pack and parse), `losses` (the maths, no Flower), `models` (towers and
+`protocol` (message keys, pack and parse), `losses` (the maths, no Flower), `alignment` (held-out
+items, per-client alignment, selection and weights), `models` (towers and
 public-set encoding), `training` (the server model's own steps), `server` and `client` (the halves).
 """
 

@@ -42,8 +42,13 @@ class CreamFLConfig(FedAvgConfig):
     distill_order: Literal["after_clients", "before_public"]
     distill_mode: Literal["separate", "joint"]
     kd_gate: Literal["none", "item", "alignment"]
-    kd_loss: Literal["mse", "relational"]
+    kd_loss: Literal["mse", "relational", "crossmodal"]
     relational_temperature: float = field(metadata=POSITIVE)
+    kd_normalise: bool
+    align_holdout: float = field(metadata=between(0, 0.5))
+    kd_clients: Literal["all", "aligned"]
+    align_min: float = field(metadata=between(0, 1))
+    kd_client_weights: Literal["ensemble", "alignment"]
     # the clients
     client_models: dict[str, Any]
     local_epochs: int = field(metadata=NON_NEGATIVE)
@@ -60,7 +65,16 @@ class CreamFLConfig(FedAvgConfig):
     wire_dtype: Literal["float32", "float16"]
 
     def check(self, prefix: str) -> None:
-        """Tower specs must build: a bad architecture fails here, before any engine starts."""
+        """Tower specs must build, and alignment choices need held-out pairs to measure on: a bad
+        setting fails here, before any engine starts."""
+        if self.align_holdout == 0:
+            for key, value, default in (("kd_clients", self.kd_clients, "all"),
+                                        ("kd_client_weights", self.kd_client_weights, "ensemble")):
+                if value != default:
+                    raise ConfigError(
+                        f"{prefix}.{key}={value} chooses clients by their alignment on held-out public pairs, "
+                        f"but {prefix}.align_holdout is 0; set {prefix}.align_holdout=0.2 (a fraction of the "
+                        f"public pairs) or {prefix}.{key}={default}", key=f"{prefix}.{key}")
         _spec(image_spec, self.server_image, f"{prefix}.server_image")
         _spec(text_spec, self.server_text, f"{prefix}.server_text")
         key = f"{prefix}.client_models"

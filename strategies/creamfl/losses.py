@@ -130,3 +130,24 @@ def relational_kd_loss(server: torch.Tensor, local: torch.Tensor, temperature: f
     logq = torch.log_softmax((server.float() @ server.float().T / temperature).masked_fill(~off, float("-inf")), dim=-1)
     kl = target * (target.clamp_min(1e-12).log() - logq.masked_fill(~off, 0.0))
     return kl.masked_fill(~off, 0.0).sum(-1).mean()
+
+
+def crossmodal_kd_loss(img: torch.Tensor, txt: torch.Tensor, local_img: torch.Tensor, local_txt: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+    """KL from image-text clients' in-batch image-text matching to the server's, both directions.
+
+    img, txt: (b, D) the server's reps of b public pairs; local_img, local_txt: (K, b, D) the K
+    image-text clients' reps of the same pairs. The target row r is the clients' mean of
+    softmax_j(<img_k,r, txt_k,j> / T) (and the same for text -> image): soft InfoNCE labels that
+    carry what the clients learnt from their private pairs about which captions match which
+    images, with no need for the clients' space to be the server's (only each client's own
+    image-text geometry is used).
+    """
+    logits_k = torch.einsum("kbd,kcd->kbc", local_img.float(), local_txt.float()) / temperature
+    logits = img.float() @ txt.float().T / temperature
+    loss = torch.zeros((), device=img.device)
+    for target_logits, server_logits in ((logits_k, logits), (logits_k.transpose(1, 2), logits.T)):
+        target = torch.softmax(target_logits, dim=-1).mean(0)
+        logq = torch.log_softmax(server_logits, dim=-1)
+        loss = loss + 0.5 * (target * (target.clamp_min(1e-12).log() - logq)).sum(-1).mean()
+    return loss

@@ -7,12 +7,14 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
 from data.captioned import PairedSplit, captioned_of
 from models.accel import pick_device, prepare_model
 from strategies.base import ServerEnv, derive_seed
+from strategies.creamfl.alignment import alignment_weights, client_alignment, held_out_items, select_clients
 from strategies.creamfl.config import CreamFLConfig
 from strategies.creamfl.losses import (
     aggregate,
@@ -54,6 +56,8 @@ class CreamFLServer(FedAvgServer):
         for modality in set(self.data.client_types):  # a bad client_models entry fails before round 1
             build_client_model(cfg, self.data, modality, 10)
         self.public = self.data.public()
+        self.held = held_out_items(len(self.public), cfg.align_holdout,
+                                   torch.Generator().manual_seed(derive_seed(env.cfg["seed"], "creamfl-holdout")))
         train_pairs = self.public if cfg.server_data == "public" else concat(self.public, self.data.private_pairs())
         self.training = ServerTraining(self.model, config=cfg, device=self.device, public=self.public,
                                        train_pairs=train_pairs, run_seed=env.cfg["seed"])
@@ -130,19 +134,26 @@ class CreamFLServer(FedAvgServer):
                         replies: Any) -> tuple[ArrayRecord | None, MetricRecord | None]:
         metrics = self._metrics.setdefault(server_round, {})
         local: dict[str, list[torch.Tensor]] = {"img": [], "txt": []}
+        kinds: dict[str, list[str]] = {"img": [], "txt": []}
         train: dict[str, list[float]] = {}
         for reply in replies:
             reps, numbers = parse_reply(reply.content)
+            kind = "image_text" if len(reps) == 2 else ("image" if "img" in reps else "text")
             for key in MODALITY_KEYS:
                 if key in reps:
                     local[key].append(reps[key])
+                    kinds[key].append(kind)
             for name, value in numbers.items():
                 train.setdefault(name, []).append(value)
         aggregated: dict[str, torch.Tensor] = {}
         for key, reps_k in local.items():
             metrics[f"num_{key}_reps"] = float(len(reps_k))
             if reps_k:
-                self._ensemble(key, reps_k, aggregated, metrics)
+                self._ensemble(key, reps_k, kinds[key], aggregated, metrics)
+        if self.config.kd_loss == "crossmodal":
+            aggregated = self._crossmodal(local, kinds, metrics)
+        if aggregated and bool(self.held.any()):
+            aggregated["distil"] = ~self.held  # held-out items measure alignment, are never targets
         for name, values in train.items():
             metrics[f"client_{name}"] = float(np.mean(values))
         self.pending = aggregated
@@ -150,23 +161,62 @@ class CreamFLServer(FedAvgServer):
             metrics["distill_loss"] = self.distill(server_round)
         return self._arrays(), MetricRecord({k: v for k, v in metrics.items()})
 
-    def _ensemble(self, key: str, reps_k: list[torch.Tensor], out: dict[str, torch.Tensor],
+    def _crossmodal(self, local: dict[str, list[torch.Tensor]], kinds: dict[str, list[str]],
+                    metrics: dict[str, float]) -> dict[str, torch.Tensor]:
+        """kd_loss crossmodal: the image-text clients' reps of both modalities (kept by kd_clients)."""
+        pairs = [(i, t) for i, t in zip((r for r, k in zip(local["img"], kinds["img"]) if k == "image_text"),
+                                        (r for r, k in zip(local["txt"], kinds["txt"]) if k == "image_text"))]
+        if self.config.kd_clients == "aligned" and pairs:
+            ids, held = self.public.caption_ids[self.held], self.held
+            pairs = [(i, t) for i, t in pairs if alignment_r1(i[held], t[held], ids) >= self.config.align_min]
+        metrics["kd_crossmodal_clients"] = float(len(pairs))
+        if not pairs:
+            return {}
+        return {"cross_img": torch.stack([i for i, _ in pairs]), "cross_txt": torch.stack([t for _, t in pairs])}
+
+    def _client_alignment(self, key: str, stacked: torch.Tensor, kinds: list[str],
+                          metrics: dict[str, float]) -> torch.Tensor:
+        """Each client's alignment (K,) on the held-out public items (all of them when none are
+        held out), recorded per client type as `align_<type>_<key>` (the server's own: `align_server_<key>`)."""
+        ids, other = self.public.caption_ids, self.global_reps[OTHER[key]]
+        items = self.held if bool(self.held.any()) else torch.ones(len(self.public), dtype=torch.bool)
+        align = client_alignment(stacked, other, ids, items)
+        metrics[f"align_server_{key}"] = alignment_r1(self.global_reps[key][items], other[items], ids[items])
+        for kind in sorted(set(kinds)):
+            metrics[f"align_{kind}_{key}"] = float(np.mean([float(a) for a, k in zip(align, kinds) if k == kind]))
+        return align
+
+    def _ensemble(self, key: str, reps_k: list[torch.Tensor], kinds: list[str], out: dict[str, torch.Tensor],
                   metrics: dict[str, float]) -> None:
         """The aggregate of one modality's client reps (and what the configured kd_loss needs)."""
+        cfg = self.config
         ids = self.public.caption_ids
         stacked = torch.stack(reps_k)                       # (K, P, D)
         other = self.global_reps[OTHER[key]]
         metrics[f"alignment_{key}"] = float(np.mean([alignment_r1(r, other, ids) for r in reps_k]))
-        if self.config.ensemble == "contrastive":
-            weights = ensemble_weights(stacked, other, self.config.ensemble_temperature)
-            if self.config.kd_loss == "relational":
+        align = self._client_alignment(key, stacked, kinds, metrics)
+        if cfg.kd_clients == "aligned":
+            keep = select_clients(align, cfg.align_min)
+            metrics[f"kd_clients_kept_{key}"] = float(keep.float().mean())
+            if not bool(keep.any()):
+                return  # no client of this modality aligns well enough: nothing to distil
+            stacked, align = stacked[keep], align[keep]
+        weights: torch.Tensor | None = None
+        if cfg.kd_client_weights == "alignment":
+            weights = alignment_weights(align, stacked.shape[1])
+            if weights is None:
+                return
+        elif cfg.ensemble == "contrastive":
+            weights = ensemble_weights(stacked, other, cfg.ensemble_temperature)
+        if weights is not None:
+            if cfg.kd_loss == "relational":
                 out[f"w_{key}"] = weights
             spread = weight_spread(weights)
             metrics[f"weight_spread_{key}"] = spread["spread"]
             metrics[f"weight_entropy_{key}"] = spread["entropy"]
-            agg = aggregate(stacked, weights)
-        else:
-            agg = aggregate(stacked)
+        agg = aggregate(stacked, weights)
+        if cfg.kd_normalise:
+            agg = F.normalize(agg, dim=-1)
         metrics[f"alignment_agg_{key}"] = alignment_r1(agg, other, ids)
         out[key] = agg
         if self.config.kd_loss == "relational":

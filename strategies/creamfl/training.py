@@ -12,7 +12,7 @@ from models.accel import autocast, make_optimizer, to_device_batch
 from models.multimodal import ImageTextModel
 from strategies.base import derive_seed
 from strategies.creamfl.config import CreamFLConfig
-from strategies.creamfl.losses import info_nce, relational_kd_loss, squared_distance
+from strategies.creamfl.losses import crossmodal_kd_loss, info_nce, relational_kd_loss, squared_distance
 from strategies.creamfl.models import batches
 from strategies.creamfl.protocol import MODALITY_KEYS
 
@@ -85,8 +85,17 @@ class ServerTraining:
         (ensemble-weighted) in-batch similarity structure (losses.relational_kd_loss)."""
         cfg = self.config
         loss = torch.zeros((), device=self.device)
+        if "distil" in targets:  # held-out public items are never targets
+            sel = targets["distil"][idx]
+            idx, reps = idx[sel], {k: v[sel.to(v.device)] for k, v in reps.items()}
+        if cfg.kd_loss == "crossmodal":
+            if "cross_img" not in targets or len(idx) < 2 or not {"img", "txt"} <= set(reps):
+                return loss
+            return cfg.kd_weight * crossmodal_kd_loss(
+                reps["img"], reps["txt"], targets["cross_img"][:, idx].to(self.device),
+                targets["cross_txt"][:, idx].to(self.device), cfg.relational_temperature)
         for key in MODALITY_KEYS:
-            if key not in targets or key not in reps:
+            if key not in targets or key not in reps or len(idx) == 0:
                 continue
             z = reps[key]
             scale = float(targets[f"scale_{key}"]) if f"scale_{key}" in targets else 1.0
@@ -112,7 +121,7 @@ class ServerTraining:
     def distill(self, server_round: int, targets: Targets) -> float:
         """`distill_epochs` of SGD steps (distill_lr) on the distillation loss toward the aggregated
         reps over the public set; kd_weight 0 takes none."""
-        keys = [k for k in MODALITY_KEYS if k in targets]
+        keys = list(MODALITY_KEYS) if "cross_img" in targets else [k for k in MODALITY_KEYS if k in targets]
         if not keys or self.config.kd_weight == 0:
             return 0.0
         model, dev, pub = self.model, self.device, self.public

@@ -205,7 +205,8 @@ def test_server_and_client_steps_on_cuda(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("name, key, value", [("creamfl-gated", "kd_gate", "item"),
-                                              ("creamfl-joint", "distill_mode", "joint")])
+                                              ("creamfl-joint", "distill_mode", "joint"),
+                                              ("creamfl-joint-relational", "kd_loss", "relational")])
 def test_variant_configs_compose_on_the_published_defaults(name: str, key: str, value: str) -> None:
     from strategies.registry import check_strategy_config
 
