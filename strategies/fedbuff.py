@@ -55,6 +55,9 @@ class FedBuffServer(CorollaStrategy, FedAvg):
     asynchronous = True
     secure_sum_refusal = ("fedbuff adds each update to its buffer as it arrives, with its own staleness "
                           "weight; a secure sum of one synchronous round has no place in it")
+    privacy_refusal = ("fedbuff applies each update as it arrives, with its own staleness weight: there is no "
+                       "per-round mean of clipped updates for Flower's DP wrappers to noise, and no round of "
+                       "sampled clients for the accountant")
 
     def __init__(self, *, config: FedBuffConfig) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1,

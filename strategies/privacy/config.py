@@ -81,14 +81,15 @@ def aggregation_refusal(server_half: type) -> str | None:
     mean and gives the noised mean to the server half as one reply, so a half whose aggregation is
     a (weighted) mean followed by a server update (FedAvg, FedProx, FedAdam, FedYogi, FedAdagrad,
     FedAvgM) keeps its rule, and the server update is post-processing of a private release.
-    Any other aggregation needs each client's update, and the noise says nothing about it.
+    Any other aggregation needs each client's update, and the noise says nothing about it. A server
+    half with another reason declares it as `privacy_refusal` (FedBuff).
     """
     from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
 
     owner = next((k for k in server_half.__mro__ if "aggregate_train" in vars(k)), None)
     if owner in (FedAvg, FedAdam, FedYogi, FedAdagrad, FedAvgM):
         return None
-    return (f"{server_half.__name__} aggregates with {getattr(owner, '__name__', '?')}.aggregate_train, which "
+    return getattr(server_half, "privacy_refusal", None) or (f"{server_half.__name__} aggregates with {getattr(owner, '__name__', '?')}.aggregate_train, which "
             "uses each client's update (a median, a trimmed or Krum-selected set, q-weighting); Flower's DP "
             "wrappers calibrate their noise to the mean of the clipped updates only")
 

@@ -160,6 +160,7 @@ def test_a_resume_without_the_accountant_would_undercount(tmp_path: Path) -> Non
     (["strategy=fedmedian"], "FedMedian.aggregate_train"),
     (["strategy=krum"], "MultiKrum.aggregate_train"),
     (["strategy=qfedavg"], "QFedAvg.aggregate_train"),
+    (["strategy=fedbuff"], "fedbuff applies each update as it arrives"),
     (["secagg=true"], "privacy=central-fixed with secagg=true is refused"),
     (["privacy.noise_multiplier=0"], "privacy.noise_multiplier=0.0 gives privacy=central-fixed no noise"),
     (["privacy.delta=1.5"], "privacy.delta=1.5 is out of range"),

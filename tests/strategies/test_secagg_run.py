@@ -43,7 +43,7 @@ def test_secure_fot_matches_the_plain_run(tmp_path):
     assert abs(plain["continual"]["acc"] - secure["continual"]["acc"]) <= 0.01
 
 
-@pytest.mark.parametrize("strategy", ["creamfl", "fedmedian", "krum", "bulyan", "fedtrimmedavg", "qfedavg"])
+@pytest.mark.parametrize("strategy", ["creamfl", "fedmedian", "krum", "bulyan", "fedtrimmedavg", "qfedavg", "fedbuff"])
 def test_strategies_that_need_each_reply_are_refused(strategy):
     task = "captioned" if strategy == "creamfl" else "digits"
     cfg = compose([f"strategy={strategy}", f"task={task}", "secagg=true"])
