@@ -372,8 +372,8 @@ def _lifecycle(argv: list[str]) -> int:
                 _unregister(args.node_id, args.connection)
                 print(f"unregistered SuperNode {args.node_id} (site {args.site})")
             else:
-                print(f"now run `flwr supernode unregister <its node id> <connection>` "
-                      f"(ids: `flwr supernode list <connection>`)")
+                print("now run `flwr supernode unregister <its node id> <connection>` "
+                      "(ids: `flwr supernode list <connection>`)")
             moved = retire_site(args.dir, args.site)
             print(f"moved {', '.join(p.name for p in moved)} to {args.dir / 'revoked'}")
     except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as ex:
