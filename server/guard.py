@@ -166,7 +166,8 @@ class RoundGuard(Strategy):
                 f"failures.max_fraction={self.max_failure_fraction}; first client error: "
                 f"{client_error(first_error)}", details=first_error)
         if not good:
-            log.warning("round %d: no usable replies; the global model stays as it was", rnd)
+            if stats.sent:  # a round that sent nothing (CreamFL's public-only, fraction_train=0) lost nothing
+                log.warning("round %d: no usable replies; the global model stays as it was", rnd)
             return None, None
         started = time.perf_counter()
         arrays, metrics = self.inner.aggregate_train(rnd, good)

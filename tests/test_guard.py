@@ -99,6 +99,21 @@ def test_missing_replies_count_as_failures() -> None:
         guard.aggregate_train(1, [reply(instruction(1))])
 
 
+def test_a_round_that_sent_nothing_warns_of_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    guard = make_guard()
+    guard.rounds[1] = RoundStats(sent=0)
+    assert guard.aggregate_train(1, []) == (None, None)
+    assert "no usable replies" not in caplog.text
+    guard.rounds[2] = RoundStats(sent=2)
+    replies = [reply(instruction(n), w=np.full((2, 3), np.nan, np.float32)) for n in (1, 2)]
+    with pytest.raises(TooManyFailures):  # both lost: more than max_fraction 0.5
+        guard.aggregate_train(2, replies)
+    guard = make_guard(max_fraction=1.0)
+    guard.rounds[1] = RoundStats(sent=2)
+    assert guard.aggregate_train(1, replies) == (None, None)
+    assert "round 1: no usable replies" in caplog.text
+
+
 def test_round_numbers_continue_after_resume() -> None:
     guard = make_guard()
     guard.offset = 7
