@@ -30,6 +30,7 @@ from conf.errors import ConfigError
 from strategies.base import derive_seed
 from strategies.privacy.accounting import PrivacyLedger, local_noise_multiplier
 from strategies.privacy.config import ADAPTIVE, PrivacyConfig, num_sampled
+from strategies.wrapper import StrategyWrapper
 
 log = logging.getLogger("corolla")
 
@@ -112,17 +113,16 @@ def adaptive_round_multiplier(*, update_multiplier: float, count_stddev: float, 
     return 1.0 / math.sqrt(effective_update ** -2 + count_stddev ** -2)
 
 
-class PrivateAggregation(Strategy):
+class PrivateAggregation(StrategyWrapper):
     """Holds a weight-averaging server half; Flower's DP wrapper (or the clients' LocalDpMod) privatises it."""
 
     def __init__(self, inner: Any, *, config: PrivacyConfig) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.config = config
         self.flower: Any = None
         self.ledger: PrivacyLedger | None = None
         self.sampled = 0
         self.seed = 0
-        self.spent: dict[int, dict[str, float]] = {}
 
     # corolla's hooks -------------------------------------------------------------------------
     def setup(self, env: Any) -> None:
@@ -158,18 +158,6 @@ class PrivateAggregation(Strategy):
         if self.config.name in ADAPTIVE and "clipping_norm" in privacy:
             self.flower.clipping_norm = float(privacy["clipping_norm"])
 
-    def validate_train_reply(self, content: RecordDict, sent: ArrayRecord) -> str | None:
-        return self.inner.validate_train_reply(content, sent)
-
-    def initial_arrays(self, default: ArrayRecord) -> ArrayRecord:
-        return self.inner.initial_arrays(default)
-
-    def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any] | None:
-        return self.inner.evaluate_global(server_round, arrays)
-
-    def round_metrics(self, server_round: int) -> dict[str, float]:
-        return {**self.inner.round_metrics(server_round), **self.spent.get(server_round, {})}
-
     def summary_extra(self) -> dict[str, Any]:
         assert self.ledger is not None
         section: dict[str, Any] = {
@@ -182,17 +170,6 @@ class PrivateAggregation(Strategy):
             section.update(noise_multiplier=self.config.noise_multiplier, sampling=self.config.sampling,
                            clients_per_round=self.sampled, sampling_rate=self.sampled / self.ledger.population)
         return {**self.inner.summary_extra(), "privacy": section}
-
-    def summary(self) -> None:
-        self.inner.summary()
-
-    @property
-    def max_num_examples(self) -> int:
-        return self.inner.max_num_examples
-
-    @max_num_examples.setter
-    def max_num_examples(self, value: int) -> None:
-        self.inner.max_num_examples = value
 
     # Flower's Strategy -----------------------------------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -248,11 +225,4 @@ class PrivateAggregation(Strategy):
 
     def _record(self, server_round: int, **extra: float) -> None:
         assert self.ledger is not None
-        self.spent[server_round] = {"epsilon": self.ledger.epsilon(), "delta": self.config.delta, **extra}
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
+        self.round_extras[server_round] = {"epsilon": self.ledger.epsilon(), "delta": self.config.delta, **extra}

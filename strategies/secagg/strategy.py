@@ -17,11 +17,10 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
-
 from strategies.secagg.config import SecAggConfig
 from strategies.secagg.fixedpoint import FixedPoint
 from strategies.secagg.server import SecureSumSession
+from strategies.wrapper import StrategyWrapper
 
 log = logging.getLogger("corolla")
 
@@ -50,50 +49,19 @@ def refusal(server_half: type, section: dict[str, Any] | None = None) -> str | N
         "client's reply; secagg=true works with strategies that aggregate by a weighted mean of the updates")
 
 
-class SecureAggregation(Strategy):
+class SecureAggregation(StrategyWrapper):
     """Holds a weight-averaging server half and runs each round's aggregation as a secure sum."""
 
     def __init__(self, inner: Any, *, config: SecAggConfig) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.config = config
         self.session: SecureSumSession | None = None
         self._global: ArrayRecord | None = None
-        self.stats: dict[int, dict[str, float]] = {}
 
-    # corolla's hooks, forwarded ---------------------------------------------------------------
     def setup(self, env: Any) -> None:
         if hasattr(self.inner, "secure"):  # a method with sums of its own (FOT's sketches) uses them too
             self.inner.secure = self.config
         self.inner.setup(env)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.inner.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.inner.load_state_dict(state)
-
-    def initial_arrays(self, default: ArrayRecord) -> ArrayRecord:
-        return self.inner.initial_arrays(default)
-
-    def evaluate_global(self, server_round: int, arrays: ArrayRecord) -> dict[str, Any] | None:
-        return self.inner.evaluate_global(server_round, arrays)
-
-    def summary_extra(self) -> dict[str, Any]:
-        return self.inner.summary_extra()
-
-    def round_metrics(self, server_round: int) -> dict[str, float]:
-        return {**self.inner.round_metrics(server_round), **self.stats.get(server_round, {})}
-
-    def summary(self) -> None:
-        self.inner.summary()
-
-    @property
-    def max_num_examples(self) -> int:
-        return self.inner.max_num_examples
-
-    @max_num_examples.setter
-    def max_num_examples(self, value: int) -> None:
-        self.inner.max_num_examples = value
 
     # Flower's Strategy -----------------------------------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -132,9 +100,9 @@ class SecureAggregation(Strategy):
         result = self.session.finish(list(replies))
         weight = float(result.sums.pop(WEIGHT))
         loss = float(result.sums.pop(LOSS))
-        self.stats[server_round] = {"secagg_survivors": len(result.survivors),
-                                    "secagg_dropped": len(result.dropped),
-                                    "secagg_clipped": result.clipped}
+        self.round_extras[server_round] = {"secagg_survivors": len(result.survivors),
+                                           "secagg_dropped": len(result.dropped),
+                                           "secagg_clipped": result.clipped}
         if weight <= 0:
             log.warning("round %d: the secure sum carries no weight; the global model stays", server_round)
             return None, None
@@ -152,13 +120,6 @@ class SecureAggregation(Strategy):
         if hasattr(self.inner, "secure_survivors"):
             self.inner.secure_survivors = list(result.survivors)
         return self.inner.aggregate_train(server_round, [aggregate])
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
-                           grid: Grid) -> Iterable[Message]:
-        return self.inner.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.inner.aggregate_evaluate(server_round, replies)
 
 
 def weighted_update(message: Message, reply: Message) -> dict[str, np.ndarray]:
