@@ -11,14 +11,17 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from conf.errors import first_line
 from simulation.inline import run_inline
 
-__all__ = ["default_workers", "failures", "run_inline", "run_many"]
+__all__ = ["best_lr", "default_workers", "failures", "run_in_tempdir", "run_inline", "run_many"]
 
 
 def default_workers() -> int:
@@ -29,6 +32,25 @@ def default_workers() -> int:
 def failures(results: dict[Any, Any], name: Callable[[Any], str] = str) -> dict[str, str]:
     """The failed runs of a `run_many` result, by name: exception type and message (2,000 chars)."""
     return {name(k): f"{type(v).__name__}: {str(v)[:2000]}" for k, v in results.items() if isinstance(v, BaseException)}
+
+
+def best_lr(results: dict[Any, Any], variant: str) -> float:
+    """The grid's lr with the best validation accuracy for a variant, from `run_many` results keyed
+    (variant, lr) (failed trials never win)."""
+    scored = [(res["accuracy"], lr) for (v, lr), res in results.items() if v == variant and isinstance(res, dict)]
+    if not scored:
+        raise RuntimeError(f"every lr trial of {variant} failed: {failures(results)}")
+    return max(scored)[1]
+
+
+def run_in_tempdir(overrides: list[str], prefix: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One `run_inline` run in a temporary run directory, removed after: (summary, metrics records)."""
+    run_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        summary, records, _ = run_inline(overrides, run_dir)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return summary, records
 
 
 def _worker_init(threads: int) -> None:

@@ -17,10 +17,7 @@ Runs go through bench/inline.py (corolla's ServerApp and ClientApp code in-proce
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
 
 from bench import inline
 from bench.report import BenchReport
@@ -52,23 +49,11 @@ def overrides(variant: str, *, quick: bool, seed: int, lr: float) -> list[str]:
 
 
 def _one(args: list[str]) -> dict[str, float]:
-    run_dir = Path(tempfile.mkdtemp(prefix="corolla-privacy-"))
-    try:
-        summary, _, _ = inline.run_inline(args, run_dir)
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    summary, _ = inline.run_in_tempdir(args, prefix="corolla-privacy-")
     out = {"accuracy": float(summary["final"]["accuracy"])}
     if "privacy" in summary:
         out["epsilon"] = float(summary["privacy"]["epsilon"])
     return out
-
-
-def best_lr(results: dict[Any, Any], variant: str) -> float:
-    """The grid's lr with the best validation accuracy for a variant (failed trials never win)."""
-    scored = [(res["accuracy"], lr) for (v, lr), res in results.items() if v == variant and isinstance(res, dict)]
-    if not scored:
-        raise RuntimeError(f"every lr trial of {variant} failed: {inline.failures(results)}")
-    return max(scored)[1]
 
 
 def plot(report: BenchReport, out_dir: Path) -> Path:
@@ -111,7 +96,7 @@ def run(*, quick: bool = False, workers: int | None = None) -> BenchReport:
     tuning_jobs = [((v, lr), [*overrides(v, quick=quick, seed=0, lr=lr), "evaluate.split=val"])
                    for v in VARIANTS for lr in LR_GRID]
     tuned = inline.run_many(_one, tuning_jobs, workers=workers, label="privacy lr", shown=("accuracy", "epsilon"))
-    lrs = {v: best_lr(tuned, v) for v in VARIANTS}
+    lrs = {v: inline.best_lr(tuned, v) for v in VARIANTS}
     jobs = [((v, seed), overrides(v, quick=quick, seed=seed, lr=lrs[v])) for v in VARIANTS for seed in size["seeds"]]
     results = inline.run_many(_one, jobs, workers=workers, label="privacy", shown=("accuracy", "epsilon"))
     n, m = int(size["clients"]), int(size["per_round"])

@@ -19,10 +19,6 @@ Runs go through bench/inline.py (corolla's ServerApp and ClientApp code in-proce
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from pathlib import Path
-from typing import Any
 
 from bench import inline
 from bench.report import BenchReport
@@ -66,20 +62,8 @@ def overrides(variant: str, setting: str, *, quick: bool, seed: int, lr: float) 
 
 
 def _one(args: list[str]) -> dict[str, float]:
-    run_dir = Path(tempfile.mkdtemp(prefix="corolla-robust-"))
-    try:
-        summary, _, _ = inline.run_inline(args, run_dir)
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    summary, _ = inline.run_in_tempdir(args, prefix="corolla-robust-")
     return {"accuracy": float(summary["final"]["accuracy"])}
-
-
-def best_lr(results: dict[Any, Any], variant: str) -> float:
-    """The grid's lr with the best validation accuracy for a variant (failed trials never win)."""
-    scored = [(res["accuracy"], lr) for (v, lr), res in results.items() if v == variant and isinstance(res, dict)]
-    if not scored:
-        raise RuntimeError(f"every lr trial of {variant} failed: {inline.failures(results)}")
-    return max(scored)[1]
 
 
 def run(*, quick: bool = False, workers: int | None = None) -> BenchReport:
@@ -88,7 +72,7 @@ def run(*, quick: bool = False, workers: int | None = None) -> BenchReport:
     tuning_jobs = [((v, lr), [*overrides(v, "clean", quick=quick, seed=0, lr=lr), "evaluate.split=val"])
                    for v in VARIANTS for lr in LR_GRID]
     tuned = inline.run_many(_one, tuning_jobs, workers=workers, label="robust lr", shown=("accuracy",))
-    lrs = {v: best_lr(tuned, v) for v in VARIANTS}
+    lrs = {v: inline.best_lr(tuned, v) for v in VARIANTS}
     jobs = [((s, v, seed), overrides(v, s, quick=quick, seed=seed, lr=lrs[v]))
             for s in SETTINGS for v in VARIANTS for seed in size["seeds"]]
     results = inline.run_many(_one, jobs, workers=workers, label="robust", shown=("accuracy",))

@@ -21,10 +21,7 @@ sampled in every FedAvg round. Runs go through bench/inline.py (in-process, no R
 
 from __future__ import annotations
 
-import shutil
 import statistics
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from bench import inline
@@ -68,11 +65,7 @@ def overrides(variant: str, setting: str, *, quick: bool, seed: int, deadline_s:
 
 
 def _one(args: list[str]) -> dict[str, Any]:
-    run_dir = Path(tempfile.mkdtemp(prefix="corolla-system-"))
-    try:
-        summary, records, _ = inline.run_inline(args, run_dir)
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+    summary, records = inline.run_in_tempdir(args, prefix="corolla-system-")
     comm = summary["communication"]
     return {"accuracy": float(summary["final"]["accuracy"]), "sim_time_s": float(summary["timing"]["sim_time_s"]),
             "bytes": int(comm["uplink_bytes"]) + int(comm["downlink_bytes"]),

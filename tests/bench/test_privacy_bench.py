@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import privacy
+from bench import inline, privacy
 from bench.cli import BENCHES
 from bench.report import BenchReport
 
@@ -35,11 +35,11 @@ def test_every_run_of_the_bench_has_a_valid_config(quick: bool) -> None:
         assert cfg["task"]["num_clients"] * cfg["strategy"]["fraction_train"] == pytest.approx(size["per_round"])
 
 
-def test_best_lr_skips_failed_trials() -> None:
+def test_the_lr_choice_skips_failed_trials() -> None:
     results = {("none", 0.05): RuntimeError("nan"), ("none", 0.1): {"accuracy": 0.7}}
-    assert privacy.best_lr(results, "none") == 0.1
+    assert inline.best_lr(results, "none") == 0.1
     with pytest.raises(RuntimeError, match="every lr trial of central-fixed/z=2.0 failed"):
-        privacy.best_lr(results, "central-fixed/z=2.0")
+        inline.best_lr(results, "central-fixed/z=2.0")
 
 
 def test_the_report_writes_json_without_infinities_and_the_png(tmp_path: Path) -> None:

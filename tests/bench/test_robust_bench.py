@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench import robust
+from bench import inline, robust
 from bench.cli import BENCHES
 
 
@@ -38,9 +38,9 @@ def test_every_run_of_the_bench_has_a_valid_config(quick: bool) -> None:
             assert cfg["strategy"]["fraction_train"] == 1.0 and cfg["train"]["lr"] == 0.05
 
 
-def test_best_lr_skips_failed_trials() -> None:
+def test_the_lr_choice_skips_failed_trials() -> None:
     results = {("krum", 0.02): RuntimeError("nan"), ("krum", 0.05): {"accuracy": 0.6},
                ("krum", 0.1): {"accuracy": 0.7}, ("fedavg", 0.02): {"accuracy": 0.9}}
-    assert robust.best_lr(results, "krum") == 0.1
+    assert inline.best_lr(results, "krum") == 0.1
     with pytest.raises(RuntimeError, match="every lr trial of bulyan failed"):
-        robust.best_lr(results, "bulyan")
+        inline.best_lr(results, "bulyan")
