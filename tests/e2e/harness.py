@@ -12,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,6 +323,20 @@ class Federation:
         procs = [p for p in [self.superlink, self.serverapp, self.gateway, *self.nodes.values(),
                              *self.executors.values(), *self.others] if p is not None]
         return "\n".join(p.tail(2500) for p in procs)
+
+
+@contextmanager
+def running_federation(root: Path, num_nodes: int) -> Iterator[Federation]:
+    """A SuperLink and `num_nodes` registered, connected SuperNodes (node i: partition i-1); all stopped by PID after."""
+    fed = Federation(root, num_keys=num_nodes)
+    try:
+        fed.start_superlink()
+        for i in range(1, num_nodes + 1):
+            fed.register(i)
+            fed.start_node(i, partition_id=i - 1, num_partitions=num_nodes)
+        yield fed
+    finally:
+        fed.stop_all()
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.e2e.harness import Federation, RunResult, read_jsonl
+from tests.e2e.harness import Federation, RunResult, read_jsonl, running_federation
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -24,15 +24,8 @@ SECURE = f"{COMMON} secagg=true secure_aggregation.max_dropout=0.4 engine.timeou
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    fed = Federation(tmp_path_factory.mktemp("secagg"), num_keys=NUM_NODES)
-    try:
-        fed.start_superlink()
-        for i in range(1, NUM_NODES + 1):
-            fed.register(i)
-            fed.start_node(i, partition_id=i - 1, num_partitions=NUM_NODES)
+    with running_federation(tmp_path_factory.mktemp("secagg"), NUM_NODES) as fed:
         yield fed
-    finally:
-        fed.stop_all()
 
 
 def _weights(run_dir: Path) -> dict[str, np.ndarray]:

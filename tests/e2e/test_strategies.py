@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from strategies.registry import available_strategies
-from tests.e2e.harness import Federation, read_jsonl
+from tests.e2e.harness import Federation, read_jsonl, running_federation
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -37,16 +37,11 @@ STRATEGIES = sorted(n for n, origin in available_strategies().items() if origin 
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    fed = Federation(tmp_path_factory.mktemp("strategies"), num_keys=NUM_NODES)
-    try:
-        fed.start_superlink()
-        for i in range(1, NUM_NODES + 1):
-            fed.register(i)
-            fed.start_node(i, partition_id=i - 1, num_partitions=NUM_NODES)
-        yield fed
-    finally:
-        fed.stop_all()
-        print(f"\nstrategy run times: { {k: round(v, 1) for k, v in fed.timings.items()} }")
+    with running_federation(tmp_path_factory.mktemp("strategies"), NUM_NODES) as fed:
+        try:
+            yield fed
+        finally:
+            print(f"\nstrategy run times: { {k: round(v, 1) for k, v in fed.timings.items()} }")
 
 
 @pytest.mark.parametrize("name", STRATEGIES)
