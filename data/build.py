@@ -10,6 +10,7 @@ from conf.seeds import derive_seed
 from data.config import TaskConfig
 from data.errors import ConfigError
 from data.partition import partition_indices
+from data.split import holdout_split
 
 
 __all__ = ["PARTITION_SEED", "VAL_SEED", "carve_val", "derive_seed", "partition_pool"]
@@ -30,9 +31,7 @@ def carve_val(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarra
         if counts[counts > 0].min() >= 2 and fraction * len(idx) >= len(counts[counts > 0])
         else None
     )
-    from sklearn.model_selection import train_test_split  # lazy: sklearn takes seconds to import
-    pool, val = train_test_split(idx, test_size=fraction, stratify=stratify, random_state=seed)
-    return np.sort(pool), np.sort(val)
+    return holdout_split(len(idx), math.ceil(fraction * len(idx)), state=seed, stratify=stratify)
 
 
 def partition_pool(

@@ -6,7 +6,6 @@ import functools
 import hashlib
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -47,6 +46,8 @@ SYNTH_FONTS = (
 
 def font_paths() -> list[Path]:
     """The SYNTH_FONTS present in this matplotlib installation (DejaVuSans always is)."""
+    import matplotlib  # here, not at the top: the tasks that never draw digits skip its 0.15 s import
+
     root = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
     found = [root / name for name in SYNTH_FONTS if (root / name).is_file()]
     if not found:

@@ -6,6 +6,8 @@ import warnings
 
 import numpy as np
 
+from data.split import contiguous_shares
+
 PARTITION_SCHEMES: tuple[str, ...] = ("iid", "dirichlet", "shard")
 
 
@@ -26,14 +28,6 @@ def partition_indices(
     1). ``shard``: labels sorted into ``num_partitions * shards_per_client`` equal shards, each
     client gets ``shards_per_client`` of them (the remainder is unused). Deterministic in seed.
     """
-    from datasets import Dataset
-    from flwr_datasets.partitioner import (
-        DirichletPartitioner,
-        IidPartitioner,
-        Partitioner,
-        ShardPartitioner,
-    )
-
     labels = np.asarray(labels)
     n = len(labels)
     if scheme not in PARTITION_SCHEMES:
@@ -56,11 +50,14 @@ def partition_indices(
     # A seeded row order: IidPartitioner takes contiguous blocks, and the stable label sort of
     # ShardPartitioner then draws random samples of each class into its shards.
     order = np.random.default_rng(seed).permutation(n)
+    if scheme == "iid":  # IidPartitioner's contiguous shards, without importing datasets (~0.8 s)
+        return contiguous_shares(order, num_partitions)
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner, Partitioner, ShardPartitioner
+
     dataset = Dataset.from_dict({"label": labels[order], "idx": order})
     partitioner: Partitioner
-    if scheme == "iid":
-        partitioner = IidPartitioner(num_partitions)
-    elif scheme == "dirichlet":
+    if scheme == "dirichlet":
         partitioner = DirichletPartitioner(
             num_partitions,
             "label",

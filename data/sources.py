@@ -14,6 +14,7 @@ import numpy as np
 
 from data.errors import DatasetNotInstalled
 from data.idx import read_idx, read_idx_shape
+from data.split import holdout_split
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES: dict[str, str] = {
@@ -47,11 +48,8 @@ class Source:
 
 def fixed_test_split(name: str, x: np.ndarray, y: np.ndarray) -> Source:
     """Hold out a stratified TEST_FRACTION of (x, y) with a fixed state: the same for every run."""
-    from sklearn.model_selection import train_test_split  # lazy: sklearn takes seconds to import
-    train_idx, test_idx = train_test_split(
-        np.arange(len(y)), test_size=TEST_FRACTION, stratify=y, random_state=TEST_SPLIT_STATE
-    )
-    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    n_test = int(np.ceil(TEST_FRACTION * len(y)))  # train_test_split's rounding of a fraction
+    train_idx, test_idx = holdout_split(len(y), n_test, state=TEST_SPLIT_STATE, stratify=y)
     return Source(
         name,
         _frozen(x[train_idx]),
@@ -67,11 +65,15 @@ def fixed_test_split(name: str, x: np.ndarray, y: np.ndarray) -> Source:
 @functools.lru_cache(maxsize=1)
 def digits_images() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 1,797 8x8 digits as uint8 (n, 1, 8, 8) scaled from 0..16 to 0..255."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = np.rint(bunch.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
-    return _frozen(x), _frozen(bunch.target.astype(np.int64))
+    # sklearn.datasets.load_digits() reads this file; reading it here spares importing scikit-learn.
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DatasetNotInstalled("the digits task needs scikit-learn, which ships it: pip install scikit-learn")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    data = np.loadtxt(path, delimiter=",")
+    images = data[:, :-1].reshape(-1, 8, 8)
+    x = np.rint(images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    return _frozen(x), _frozen(data[:, -1].astype(np.int64))
 
 
 # --- Fashion-MNIST (Debian package or a user directory) ------------------------------------------

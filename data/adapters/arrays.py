@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from conf.errors import ConfigError
+from data.split import holdout_split
 
 log = logging.getLogger("corolla")
 _SAID: set[str] = set()
@@ -74,16 +75,13 @@ class DatasetArrays:
 
 def fixed_test_split(y: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices: a stratified ``fraction`` held out with a fixed state (seed-free)."""
-    idx = np.arange(len(y))
     n_test = int(np.ceil(fraction * len(y)))
     counts = np.bincount(y)
     stratify = y if counts[counts > 0].min() >= 2 and n_test >= len(counts[counts > 0]) else None
     if n_test < 1 or n_test >= len(y):
         raise ConfigError(f"task.test_fraction={fraction} leaves no test or no training sample of "
                           f"{len(y)} samples", key="task.test_fraction")
-    from sklearn.model_selection import train_test_split  # lazy: sklearn takes seconds to import
-    train, test = train_test_split(idx, test_size=n_test, stratify=stratify, random_state=TEST_SPLIT_STATE)
-    return np.sort(train), np.sort(test)
+    return holdout_split(len(y), n_test, state=TEST_SPLIT_STATE, stratify=stratify)
 
 
 def with_test_split(arrays: DatasetArrays, fraction: float) -> DatasetArrays:
