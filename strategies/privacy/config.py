@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -62,9 +64,13 @@ class PrivacyConfig(Section):
 
 def parse_privacy(section: dict[str, Any] | None) -> PrivacyConfig:
     """The run's `privacy` section (absent: privacy=none), validated; ConfigError names the key."""
-    if not section:
-        section = yaml.safe_load((CONF_DIR / "privacy" / "none.yaml").read_text())
-    return PrivacyConfig.parse(section, prefix="privacy")
+    return PrivacyConfig.parse(section or _default_section(), prefix="privacy")
+
+
+@functools.cache
+def _default_section() -> dict[str, Any]:
+    """conf/privacy/none.yaml, read once (clients parse the section on every message)."""
+    return yaml.safe_load((CONF_DIR / "privacy" / "none.yaml").read_text())
 
 
 def num_sampled(strategy_config: Any, num_clients: int) -> int:
