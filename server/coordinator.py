@@ -9,7 +9,6 @@ from typing import Any, Callable
 import torch
 from flwr.app import ArrayRecord
 from flwr.serverapp import Grid
-from flwr.superlink.grid.http_grid import HttpGrid
 
 from data import server_task
 from models import build_model
@@ -18,7 +17,7 @@ from conf.errors import ConfigError
 from server.bounds import bounds_from_config, partition_size
 from server.config_check import check_config, rounds_per_task
 from server.federated import FederatedEvaluation
-from server.grid import TrackedGrid
+from server.grid import TrackedGrid, is_deployed
 from server.guard import RoundGuard
 from server.checkpoints import load_checkpoint, reconcile_metrics
 from server.recorder import RunRecorder
@@ -84,7 +83,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
         if first_round <= num_rounds:
             tracked = TrackedGrid(grid)
             check_federation_size(tracked, task.num_clients)
-            bounds = bounds_from_config(cfg, deployed=isinstance(grid, HttpGrid),
+            bounds = bounds_from_config(cfg, deployed=is_deployed(grid),
                                         declared=lambda node, rnd: partition_size(
                                             task, tracked.partition_of.get(node), env.task_of_round(rnd)))
             guard = RoundGuard(strategy, env=env, seed=seed, first_round=first_round,
@@ -102,7 +101,7 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
             if getattr(strategy, "asynchronous", False):   # FedBuff: no synchronous rounds
                 from server.system.asynchronous import run_async
 
-                run_async(guard, **run, real_order=isinstance(grid, HttpGrid))
+                run_async(guard, **run, real_order=is_deployed(grid))
             else:
                 guard.start(**run)
     except Exception as err:
