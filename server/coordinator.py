@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 from typing import Any, Callable
@@ -79,6 +80,9 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
     recorder.sinks = open_sinks(cfg, run_dir, first_round=first_round)
 
     num_rounds = int(cfg["num_rounds"])
+    # Everything alive now (imported modules, the data, the models) lives for the whole run: frozen,
+    # the collector's full passes skip it. They cost 0.1-0.25 s each on Ray's driver, one round in five.
+    gc.freeze()
     try:
         if first_round <= num_rounds:
             tracked = TrackedGrid(grid)
@@ -107,6 +111,8 @@ def run_federation(grid: Grid, cfg: dict[str, Any], run_dir: Path, *,
     except Exception as err:
         recorder.fail(err)
         raise
+    finally:
+        gc.unfreeze()  # a sweep's next job in this process must be able to collect this one
     return recorder.finish()
 
 
