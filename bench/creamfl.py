@@ -7,7 +7,9 @@ the image-text clients together holding four times as many private pairs as the 
 The budget: per setting, the server's public-set epochs per round and learning rate are chosen for
 `public-only` on the validation split (a small grid, mean over the seeds), and every row then uses
 them: each federated row's public steps, and `centralised`'s epochs over its public + private pairs
-(the same epochs, not the same steps). Variants: `public-only`, `mean` (mean ensemble, no client
+(the same epochs, not the same steps). At that server budget, the clients' local epochs and learning
+rate and the fraction of clients sampled per round are chosen the same way for `creamfl` and then
+used by every federated row alike. Variants: `public-only`, `mean` (mean ensemble, no client
 regularisers), `contrastive` (contrastive ensemble, no regularisers), `creamfl` (the published
 method), `centralised` (the ceiling) and `creamfl-*` candidates; the best candidate per setting is
 the one with the highest mean validation rsum. Test numbers are reported, never used to choose.
@@ -55,8 +57,13 @@ SIZES = {  # (public, private, val, test, clients per type)
     False: {"public": 500, "private": 2400, "val": 300, "test": 500, "per_type": 4},
     True: {"public": 300, "private": 1200, "val": 200, "test": 300, "per_type": 2},
 }
-FULL = {"seeds": [0, 1, 2], "rounds": 10, "grid": {"server_epochs": [1, 3, 5], "server_lr": [0.001, 0.003]}}
-QUICK = {"seeds": [0, 1], "rounds": 3, "grid": {"server_epochs": [1, 3], "server_lr": [0.001, 0.003]}}
+FULL = {"seeds": [0, 1, 2], "rounds": 10, "grid": {"server_epochs": [1, 3, 5], "server_lr": [0.001, 0.003]},
+        "client_grid": {"fraction_train": [0.5, 1.0], "local_epochs": [1, 3], "client_lr": [0.001, 0.003]}}
+QUICK = {"seeds": [0, 1], "rounds": 3, "grid": {"server_epochs": [1, 3], "server_lr": [0.001, 0.003]},
+         "client_grid": {"fraction_train": [0.5, 1.0], "local_epochs": [1, 3], "client_lr": [0.001, 0.003]}}
+# The clients' budget is tuned on the published method, at the server's budget, and then used by
+# every federated row alike (public-only and centralised have no clients).
+CLIENT_TUNED_ON = "creamfl"
 ALIGN_KEYS = ["align_image_img", "align_text_txt", "align_image_text_img", "align_image_text_txt",
               "align_server_img", "align_server_txt"]
 PER_ROUND = ["rsum", "val_rsum", "global_alignment", "alignment_img", "alignment_txt", "alignment_agg_img",
@@ -100,10 +107,16 @@ def one_run(overrides: list[str]) -> dict[str, Any]:
     }
 
 
-def choose_budget(val: dict[tuple[int, float], list[float]]) -> tuple[int, float]:
-    """The (server_epochs, server_lr) with the highest mean validation rsum; ties: fewer epochs,
-    then the smaller learning rate."""
-    return max(sorted(val), key=lambda k: (statistics.fmean(val[k]), -k[0], -k[1]))
+def has_clients(overrides: list[str]) -> bool:
+    """Whether a variant federates (public-only and centralised sample no clients)."""
+    return "strategy.fraction_train=0" not in overrides
+
+
+def choose_budget(val: dict[tuple[float, ...], list[float]]) -> tuple[float, ...]:
+    """The grid point with the highest mean validation rsum (the server's: (server_epochs,
+    server_lr); the clients': (fraction_train, local_epochs, client_lr)); ties: the smaller
+    values, the first coordinate first (fewer epochs, fewer clients)."""
+    return max(sorted(val), key=lambda k: (statistics.fmean(val[k]), *(-x for x in k)))
 
 
 def best_candidate(val: dict[str, list[float]]) -> str:
@@ -156,9 +169,26 @@ def run(quick: bool = False, variants: list[str] | None = None, threads: int | N
         epochs, lr = choose_budget(val)
         budget[s] = {"server_epochs": epochs, "server_lr": lr,
                      "val_rsum": {f"epochs={e},lr={l}": round(statistics.fmean(v), 4) for (e, l), v in val.items()}}
-    budget_of = {s: [f"strategy.server_epochs={b['server_epochs']}", f"strategy.server_lr={b['server_lr']}"]
+    server_of = {s: [f"strategy.server_epochs={b['server_epochs']}", f"strategy.server_lr={b['server_lr']}"]
                  for s, b in budget.items()}
-    jobs = [((s, name, seed), [*common, *tasks[s], *budget_of[s], *every[name], f"seed={seed}"])
+    client_keys = list(plan["client_grid"])
+    client_grid = list(itertools.product(*plan["client_grid"].values()))
+    client_tuning = run_many(one_run, [((s, *point, seed), [*common, *tasks[s], *server_of[s], *every[CLIENT_TUNED_ON],
+                                                            *(f"strategy.{k}={v}" for k, v in zip(client_keys, point)),
+                                                            f"seed={seed}"])
+                                       for s in chosen_settings for point in client_grid for seed in seeds],
+                             workers=workers, threads=threads, label="creamfl client budget", shown=("val_rsum",))
+    failed.update(failures(client_tuning))
+    for s in chosen_settings:
+        val = {point: [client_tuning[(s, *point, seed)]["val_rsum"] for seed in seeds]  # type: ignore[index]
+               for point in client_grid
+               if all(not isinstance(client_tuning[(s, *point, seed)], BaseException) for seed in seeds)}
+        budget[s].update(dict(zip(client_keys, choose_budget(val))))
+        budget[s]["client_val_rsum"] = {",".join(f"{k}={v}" for k, v in zip(client_keys, point)):
+                                        round(statistics.fmean(vals), 4) for point, vals in val.items()}
+    client_of = {s: [f"strategy.{k}={budget[s][k]}" for k in client_keys] for s in chosen_settings}
+    jobs = [((s, name, seed), [*common, *tasks[s], *server_of[s], *(client_of[s] if has_clients(every[name]) else []),
+                               *every[name], f"seed={seed}"])
             for s in chosen_settings for name in names for seed in seeds]
     results = run_many(one_run, jobs, workers=workers, threads=threads, label="creamfl", shown=("rsum", "val_rsum"))
     failed.update(failures(results))
@@ -171,7 +201,11 @@ def run(quick: bool = False, variants: list[str] | None = None, threads: int | N
             "per setting, public-only's server_epochs x server_lr grid "
             f"{plan['grid']} chosen on the validation split (mean over the seeds, last round); every row "
             "uses that budget: the federated rows' public steps and centralised's epochs over its public + "
-            "private pairs (the same number of epochs, not of steps)")},
+            "private pairs (the same number of epochs, not of steps); then, at that server budget, the clients' "
+            f"budget (fraction_train x local_epochs x client_lr) grid {plan['client_grid']} chosen on the "
+            "validation split for "
+            f"{CLIENT_TUNED_ON} (mean over the seeds, last round), used by every federated row alike (mean, "
+            "contrastive, creamfl and every creamfl-* candidate)")},
         "model_bytes_fp32": _model_bytes([*common, *tasks["captioned/pixels"]]),
         "selection": ("the budget and the best creamfl-* candidate per setting are chosen on the validation "
                       "split; every number is the last round's; test is never used to choose anything"),
