@@ -47,9 +47,9 @@ def our_epsilon(*, q: float, z: float, rounds: int, delta: float) -> float:
                         - (math.log(delta) + math.log(a)) / (a - 1) for a in ORDERS))
 
 
-def agrees(reported: float, ours: float) -> bool:
-    """Never below our bound (no under-report), and within 5 % of it."""
-    return ours * (1 - 1e-6) <= reported <= ours * 1.05
+def agrees(reported: float, ours: float, *, within: float = 0.05) -> bool:
+    """Never below our bound (no under-report), and within `within` (a fraction) of it."""
+    return ours * (1 - 1e-6) <= reported <= ours * (1 + within)
 
 
 def test_our_quadrature_matches_the_closed_form_at_integer_orders() -> None:
@@ -95,7 +95,11 @@ def test_every_row_of_the_committed_privacy_bench_reports_a_recomputed_epsilon()
     for row in rows:
         z = float(row["variant"].partition("/z=")[2])
         ours = our_epsilon(q=setting["sampling_rate"], z=z, rounds=setting["rounds"], delta=setting["delta"])
-        assert all(agrees(value, ours) for value in row["epsilon"]["values"]), (row, ours)
+        # At z < 0.5, dp-accounting leaves out the orders whose series do not converge (1.1-1.3 at
+        # q = 0.2, z = 0.3), where our quadrature finds the minimum: its bound is looser (8.5 % above
+        # ours there) but still a bound. Elsewhere the two agree to well under 1 %.
+        within = 0.10 if z < 0.5 else 0.01
+        assert all(agrees(value, ours, within=within) for value in row["epsilon"]["values"]), (row, ours)
 
 
 def test_local_epsilon_is_the_composed_gaussian_of_localdpmod(tmp_path: Path) -> None:
