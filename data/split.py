@@ -1,10 +1,11 @@
 """Fixed test splits and IID shares without importing scikit-learn or Hugging Face datasets.
 
-Start-up of a small run was dominated by imports: scikit-learn (about 0.8 s) for one stratified
-split and `datasets` + `flwr_datasets` (about 0.8 s) for an IID partition. These functions give
-exactly the same indices as `sklearn.model_selection.train_test_split(..., random_state=state)`
-(stratified or not) and flwr-datasets' `IidPartitioner`; tests/test_split.py checks both against
-the libraries, so committed splits and results do not move.
+Start-up of a small run was dominated by imports: scikit-learn (about 0.8 s) for the fixed test
+and validation splits and `datasets` + `flwr_datasets` (about 0.8 s) for an IID partition. These
+functions give exactly the same indices as `sklearn.model_selection.train_test_split(...,
+random_state=state)` (stratified or not) and flwr-datasets' `IidPartitioner`;
+tests/data/test_split.py checks both against the libraries, so committed splits and results do
+not move.
 """
 
 from __future__ import annotations
