@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench import cells
 from conf.errors import first_line
 from simulation.inline import run_inline
 
@@ -65,18 +66,32 @@ def run_many(fn: Callable[[list[str]], dict[str, float]], jobs: list[tuple[Any, 
     """fn(overrides) for every (key, overrides) job, `workers` at a time in spawned processes.
 
     `fn` must be importable (a module-level function). A failed run is reported and kept as its
-    exception; the others go on. Returns the results by key.
+    exception; the others go on. Within `cells.stored_in(dir)` finished runs are kept there and
+    read back instead of re-run (bench/cells.py). Returns the results by key.
     """
     started = time.monotonic()
     results: dict[Any, dict[str, float] | BaseException] = {}
+    todo = []
+    for key, overrides in jobs:
+        stored = cells.load(fn, overrides, threads)
+        if stored is None:
+            todo.append((key, overrides))
+        else:
+            results[key] = stored
+            cells.read_back += 1
+    if len(results):
+        print(f"[{label}] {len(results)}/{len(jobs)} runs read back from {cells.current()}", flush=True)
+    if not todo:
+        return results
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                 initargs=(threads,)) as pool:
-        futures = {pool.submit(fn, overrides): key for key, overrides in jobs}
+        futures = {pool.submit(fn, overrides): (key, overrides) for key, overrides in todo}
         for future in cf.as_completed(futures):
-            key = futures[future]
+            key, overrides = futures[future]
             try:
                 results[key] = res = future.result()
+                cells.save(fn, overrides, threads, res)
                 line = " ".join(f"{k}={res[k]:.4g}" for k in shown if k in res)
             except Exception as ex:  # noqa: BLE001 - a failed run is reported, the others go on
                 results[key] = ex
