@@ -306,13 +306,32 @@ class Federation:
         config = f'overrides="{overrides} progress=false plots=false" run-dir="{run_dir}"'
         cmd = [str(BIN / "flwr"), "run", ".", CONNECTION, "--stream", "--run-config", config]
         t0 = time.monotonic()
-        result = run_bounded(cmd, self.env, timeout)
+        try:
+            result = run_bounded(cmd, self.env, timeout)
+        except AssertionError:  # timed out: the run may still hold the nodes; the next test starts clean
+            self.abandon_runs()
+            raise
         seconds = time.monotonic() - t0
         match = re.search(r"Successfully started run (\d+)", result.stdout)
         assert result.returncode == 0 and match, (f"flwr run exited {result.returncode}\n{result.stdout[-6000:]}\n"
                                                   f"{self.diagnostics()}")
         run_id = match.group(1)
         return RunResult(run_id, result.stdout, seconds, self.run_status(run_id), run_dir)
+
+    def abandon_runs(self) -> None:
+        """Stop every unfinished run (`flwr stop`) and kill the ServerApp processes left running, so a
+        run that hung fails its own test only, not the next one on this federation."""
+        try:
+            out = self.check([str(BIN / "flwr"), "ls", CONNECTION, "--format", "json"], 60)
+            runs = json.loads(out[out.index("{"):])["runs"]
+            for run in runs:
+                if not str(run["status"]).startswith("finished"):
+                    run_bounded([str(BIN / "flwr"), "stop", str(run["run-id"]), CONNECTION], self.env, 60)
+        except (AssertionError, ValueError, KeyError):
+            pass  # the SuperLink may be the part that hangs; killing the ServerApps below still helps
+        if self.serverapp is not None:
+            for proc in _tree(self.serverapp.pid)[1:]:
+                _signal(proc, signal.SIGKILL)
 
     def run_status(self, run_id: str) -> str:
         out = self.check([str(BIN / "flwr"), "ls", CONNECTION, "--run-id", run_id, "--format", "json"], 60)
