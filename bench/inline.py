@@ -83,6 +83,7 @@ def run_many(fn: Callable[[list[str]], dict[str, float]], jobs: list[tuple[Any, 
         print(f"[{label}] {len(results)}/{len(jobs)} runs read back from {cells.current()}", flush=True)
     if not todo:
         return results
+    unkept = False
     ctx = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                 initargs=(threads,)) as pool:
@@ -91,7 +92,10 @@ def run_many(fn: Callable[[list[str]], dict[str, float]], jobs: list[tuple[Any, 
             key, overrides = futures[future]
             try:
                 results[key] = res = future.result()
-                cells.save(fn, overrides, threads, res)
+                if not cells.save(fn, overrides, threads, res) and cells.current() is not None and not unkept:
+                    unkept = True
+                    print(f"[{label}] results of {fn.__qualname__} do not survive JSON unchanged: not kept "
+                          "for a resume", flush=True)
                 line = " ".join(f"{k}={res[k]:.4g}" for k in shown if k in res)
             except Exception as ex:  # noqa: BLE001 - a failed run is reported, the others go on
                 results[key] = ex

@@ -69,7 +69,7 @@ def _one(args: list[str]) -> dict[str, Any]:
     comm = summary["communication"]
     return {"accuracy": float(summary["final"]["accuracy"]), "sim_time_s": float(summary["timing"]["sim_time_s"]),
             "bytes": int(comm["uplink_bytes"]) + int(comm["downlink_bytes"]),
-            "curve": [(r["sim_time_s"], r["accuracy"]) for r in records],
+            "curve": [[r["sim_time_s"], r["accuracy"]] for r in records],  # lists: kept as JSON (bench/cells.py)
             "failures": int(summary["failures"]["total"]), "rounds": len(records)}
 
 

@@ -65,3 +65,16 @@ def test_the_committed_quick_results_keep_the_contract() -> None:
     for row in data["rows"]:
         for metric in ("accuracy", "sim_time_to_target_s", "bytes", "reached"):
             assert len(row[metric]["values"]) == len(data["setting"]["seeds"])
+
+
+def test_a_runs_result_is_kept_for_a_resume(tmp_path: Path) -> None:
+    from bench import cells
+
+    args = [a for a in system.overrides("fedbuff", "stragglers", quick=True, seed=0)
+            if not a.startswith(("num_rounds=", "task.num_clients=", "strategy.concurrency=", "strategy.buffer_size="))]
+    result = system._one([*args, "num_rounds=2", "task.num_clients=4", "strategy.concurrency=4",
+                          "strategy.buffer_size=2"])
+    assert len(result["curve"]) == 2
+    with cells.stored_in(tmp_path):
+        assert cells.save(system._one, args, 1, result)   # JSON gives it back unchanged: kept
+        assert cells.load(system._one, args, 1) == result
