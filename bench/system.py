@@ -14,7 +14,9 @@ The target and the deadline come from the `ideal` `fedavg` runs, which go first:
 TARGET_SHARE of their mean final accuracy; the deadline is DEADLINE_FACTOR x their mean round
 (in `ideal` every client is as fast, so a round lasts one client's local work and transfers).
 
-Full: `fmnist-dirichlet` (alpha 0.3) with the CNN, 20 clients, 20 rounds, 3 seeds. `--quick`:
+Full: `fmnist-dirichlet` (alpha 0.3) with the CNN, 20 clients, 20 rounds, 3 seeds, each client
+taking at most 20 local steps (batch 32) per round, as in the robust bench (a full local epoch is
+~85 steps and would make the full bench about four times longer). `--quick`:
 `digits` with the MLP, 10 clients, 6 rounds, 3 seeds, every setting and variant. Every client is
 sampled in every FedAvg round. Runs go through bench/inline.py (in-process, no Ray).
 """
@@ -37,8 +39,8 @@ SETTINGS: dict[str, list[str]] = {
 VARIANTS = ("fedavg", "fedavg-deadline", "fedprox-partial", "fedbuff")
 SIZES: dict[bool, dict[str, Any]] = {
     True: {"task": ["task=digits", "model=mlp"], "clients": 10, "rounds": 6, "seeds": (0, 1, 2)},
-    False: {"task": ["task=fmnist-dirichlet", "task.alpha=0.3", "model=cnn"], "clients": 20, "rounds": 20,
-            "seeds": (0, 1, 2)},
+    False: {"task": ["task=fmnist-dirichlet", "task.alpha=0.3", "model=cnn", "train.max_steps=20"], "clients": 20,
+            "rounds": 20, "seeds": (0, 1, 2)},
 }
 COMMON = ["progress=false", "plots=false", "checkpoint_every=100000", "failures.max_fraction=1.0"]
 TARGET_SHARE = 0.9
