@@ -37,6 +37,7 @@ from strategies.payload import record_nbytes
 log = logging.getLogger("corolla")
 
 POLL_S = 0.05
+DRAIN_LIMIT_S = 60.0   # at the end of a deployed run: how long to wait for clients still training
 
 
 class AsyncLoop:
@@ -106,6 +107,20 @@ class AsyncLoop:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{len(self.pending)} clients did not reply within engine.timeout_s={self.timeout}")
             time.sleep(POLL_S)
+
+    def drain(self, limit_s: float) -> None:
+        """Wait (at most `limit_s`) for the replies of clients still training when the last version
+        was made, and discard them: FedBuff keeps `concurrency` clients busy to the end, and a site
+        must not be left pushing a reply into a finished run (the SuperLink refuses it)."""
+        deadline = time.monotonic() + limit_s
+        while self.pending and time.monotonic() < deadline:
+            for reply in self.grid.pull_messages(list(self.pending)):
+                self.pending.pop(reply.metadata.reply_to_message_id, None)
+            if self.pending:
+                time.sleep(POLL_S)
+        if self.pending:
+            log.warning("fedbuff: %d clients still training after the last version did not reply within %.0f s; "
+                        "their replies will be refused", len(self.pending), limit_s)
 
     def _arrival(self, ticket: int) -> tuple[float, float]:
         """(simulated arrival time, duration) of a reply."""
@@ -215,4 +230,7 @@ def run_async(guard: RoundGuard, *, grid: Grid, initial_arrays: ArrayRecord, num
     missing = [p for p in range(guard.env.task.num_clients) if p not in loop.node_of]
     if missing:
         log.warning("fedbuff: no node holds partitions %s", first_line(str(missing)))
-    return loop.run(initial_arrays, num_rounds=num_rounds, evaluate_fn=evaluate_fn)
+    arrays = loop.run(initial_arrays, num_rounds=num_rounds, evaluate_fn=evaluate_fn)
+    if real_order:   # a deployment; a simulated run's engine ends with its run
+        loop.drain(min(timeout, DRAIN_LIMIT_S))
+    return arrays

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -47,7 +48,12 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
 @pytest.mark.parametrize("name", STRATEGIES)
 def test_strategy_runs_in_deployment(fed: Federation, name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     overrides = RECIPES.get(name, GENERIC.format(name=name))
+    assert fed.superlink is not None
+    link_log_at = len(fed.superlink.output())
     result = fed.run(overrides, tmp_path_factory.mktemp(name) / "run", timeout=600)
+    time.sleep(2)   # a site still training would push its reply about now
+    # No site is left working for a finished run (FedBuff's clients still in flight are waited for).
+    assert "Run is finished" not in fed.superlink.output()[link_log_at:], fed.superlink.tail()
     fed.timings[f"{name} run s"] = result.seconds
     assert result.status == "finished:completed", result.output[-5000:]
     records = read_jsonl(result.run_dir / "metrics.jsonl")

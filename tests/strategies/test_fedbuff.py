@@ -91,6 +91,37 @@ def test_a_deployment_takes_replies_in_real_arrival_order(tmp_path: Path, monkey
     assert max(r["staleness_max"] for r in records) <= 2   # no update waits behind a simulated straggler
 
 
+def test_a_deployed_run_waits_for_clients_still_training_before_it_ends(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """FedBuff keeps `concurrency` clients busy to the last version; in a deployment the run waits for
+    their replies (and discards them) so no site pushes into a finished run. Simulation does not."""
+    from server.system.asynchronous import AsyncLoop
+
+    drained: list[tuple[int, int]] = []
+    real_drain = AsyncLoop.drain
+
+    def spy(self: AsyncLoop, limit_s: float) -> None:
+        before = len(self.pending)
+        real_drain(self, limit_s)
+        drained.append((before, len(self.pending)))
+
+    monkeypatch.setattr(AsyncLoop, "drain", spy)
+    run_inline([*TINY, "num_rounds=2"], tmp_path / "simulated")
+    assert drained == []
+    from simulation.inline import InlineGrid
+
+    def one_at_a_time(self: InlineGrid, message_ids: list[str]) -> list:   # replies trickle in, as on a SuperLink
+        ready = [i for i in message_ids if i in self._replies]
+        return [self._replies.pop(ready[0])] if ready else []
+
+    monkeypatch.setattr(InlineGrid, "pull_messages", one_at_a_time)
+    monkeypatch.setattr("server.coordinator.is_deployed", lambda grid: True)
+    summary, _, _ = run_inline([*TINY, "num_rounds=2"], tmp_path / "deployed")
+    assert summary["status"] == "completed"
+    (before, after), = drained
+    assert before > 0 and after == 0   # concurrency 5 > K 3: clients were still training, now answered
+
+
 def test_a_resumed_fedbuff_run_repeats_the_uninterrupted_one(tmp_path: Path) -> None:
     from tests.simrun import read_metrics, run_corolla, run_dir_of
 
