@@ -10,7 +10,7 @@ from conf.seeds import derive_seed
 from data.config import TaskConfig
 from data.errors import ConfigError
 from data.partition import partition_indices
-from data.split import holdout_split
+from data.split import holdout_split, stratify_by
 
 
 __all__ = ["PARTITION_SEED", "VAL_SEED", "carve_val", "derive_seed", "partition_pool"]
@@ -22,16 +22,10 @@ VAL_SEED, PARTITION_SEED = "val", "partition"
 def carve_val(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split ``range(len(labels))`` into (pool, val) with a stratified ``fraction`` in val."""
     idx = np.arange(len(labels))
-    if fraction <= 0 or math.ceil(fraction * len(idx)) < 1:
+    n_val = math.ceil(fraction * len(idx)) if fraction > 0 else 0
+    if n_val < 1:
         return idx, idx[:0]
-    counts = np.bincount(labels)
-    # Stratifying needs two samples of every class present and one val sample per class.
-    stratify = (
-        labels
-        if counts[counts > 0].min() >= 2 and fraction * len(idx) >= len(counts[counts > 0])
-        else None
-    )
-    return holdout_split(len(idx), math.ceil(fraction * len(idx)), state=seed, stratify=stratify)
+    return holdout_split(len(idx), n_val, state=seed, stratify=stratify_by(labels, n_val))
 
 
 def partition_pool(

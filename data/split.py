@@ -39,6 +39,15 @@ def holdout_split(n: int, n_test: int, *, state: int, stratify: np.ndarray | Non
     return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(test, dtype=np.int64))
 
 
+def stratify_by(labels: np.ndarray, n_test: int) -> np.ndarray | None:
+    """`labels` when a hold-out of `n_test` of them can be stratified (every class present has two
+    samples, and both sides can hold one of each), else None: the split is then a plain shuffle."""
+    counts = np.unique(np.asarray(labels), return_counts=True)[1]
+    if len(counts) == 0 or counts.min() < 2 or n_test < len(counts) or len(labels) - n_test < len(counts):
+        return None
+    return labels
+
+
 def _approximate_mode(class_counts: np.ndarray, n_draws: int, rng: np.random.RandomState) -> np.ndarray:
     """Samples per class of n_draws: the floored shares, then the largest remainders (ties drawn)."""
     continuous = class_counts / class_counts.sum() * n_draws

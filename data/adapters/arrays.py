@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from conf.errors import ConfigError
-from data.split import holdout_split
+from data.split import holdout_split, stratify_by
 
 log = logging.getLogger("corolla")
 _SAID: set[str] = set()
@@ -76,12 +76,10 @@ class DatasetArrays:
 def fixed_test_split(y: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """(train, test) indices: a stratified ``fraction`` held out with a fixed state (seed-free)."""
     n_test = int(np.ceil(fraction * len(y)))
-    counts = np.bincount(y)
-    stratify = y if counts[counts > 0].min() >= 2 and n_test >= len(counts[counts > 0]) else None
     if n_test < 1 or n_test >= len(y):
         raise ConfigError(f"task.test_fraction={fraction} leaves no test or no training sample of "
                           f"{len(y)} samples", key="task.test_fraction")
-    return holdout_split(len(y), n_test, state=TEST_SPLIT_STATE, stratify=stratify)
+    return holdout_split(len(y), n_test, state=TEST_SPLIT_STATE, stratify=stratify_by(y, n_test))
 
 
 def with_test_split(arrays: DatasetArrays, fraction: float) -> DatasetArrays:

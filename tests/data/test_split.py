@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import subprocess
 import sys
 
@@ -85,8 +87,27 @@ def test_carve_val_equals_the_sklearn_split_it_replaced(fraction: float, seed: i
     for y in (digits_images()[1], LABELS["random"], LABELS["skewed"]):
         idx = np.arange(len(y))
         counts = np.bincount(y)
-        stratify = y if counts[counts > 0].min() >= 2 and fraction * len(y) >= len(counts[counts > 0]) else None
+        n_val, classes = math.ceil(fraction * len(y)), len(counts[counts > 0])
+        stratify = y if counts[counts > 0].min() >= 2 and min(n_val, len(y) - n_val) >= classes else None
         pool, val = train_test_split(idx, test_size=fraction, stratify=stratify, random_state=seed)
         ours_pool, ours_val = carve_val(y, fraction, seed)
         np.testing.assert_array_equal(ours_val, np.sort(val))
         np.testing.assert_array_equal(ours_pool, np.sort(pool))
+
+
+def test_both_splits_stratify_by_one_rule_at_the_edge() -> None:
+    """25 samples of 3 classes, 10 %: ceil(2.5) = 3 held out, one per class, in the validation
+    carve-out and the fixed test split alike (they once disagreed here: one took 2.5 < 3)."""
+    from data.adapters.arrays import fixed_test_split
+    from data.build import carve_val
+    from data.split import stratify_by
+
+    y = np.array([0] * 10 + [1] * 10 + [2] * 5)
+    for seed in range(5):
+        _, val = carve_val(y, 0.1, seed)
+        assert sorted(y[val]) == [0, 1, 2]
+    _, test = fixed_test_split(y, 0.1)
+    assert sorted(y[test]) == [0, 1, 2]
+    assert stratify_by(y, 2) is None            # fewer held out than classes: a plain shuffle
+    assert stratify_by(y, 23) is None           # fewer left than classes
+    assert stratify_by(np.array([0, 0, 1]), 1) is None   # a class with one sample
