@@ -24,7 +24,7 @@ def holdout_split(n: int, n_test: int, *, state: int, stratify: np.ndarray | Non
         return np.sort(order[n_test:]), np.sort(order[:n_test])
     classes, y_indices, counts = np.unique(np.asarray(stratify), return_inverse=True, return_counts=True)
     n_train = n - n_test
-    if counts.min() < 2 or n_train < len(classes) or n_test < len(classes):
+    if stratify_by(stratify, n_test) is None:
         raise ValueError(f"cannot stratify {n_test} test samples over {len(classes)} classes "
                          f"(smallest class: {counts.min()} samples)")
     by_class = np.split(np.argsort(y_indices, kind="stable"), np.cumsum(counts)[:-1])
