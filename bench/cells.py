@@ -59,9 +59,12 @@ def current() -> Path | None:
     return _store
 
 
+def _name(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
 def _key(fn: Callable[..., Any], overrides: list[str], threads: int) -> str:
-    ident = {"fn": f"{fn.__module__}.{fn.__qualname__}", "overrides": list(overrides), "threads": threads,
-             "code": code_fingerprint()}
+    ident = {"fn": _name(fn), "overrides": list(overrides), "threads": threads, "code": code_fingerprint()}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -81,8 +84,8 @@ def save(fn: Callable[..., Any], overrides: list[str], threads: int, result: Any
     if _store is None:
         return False
     try:
-        text = json.dumps({"fn": f"{fn.__module__}.{fn.__qualname__}", "overrides": list(overrides),
-                           "code": code_fingerprint(), "result": result})
+        text = json.dumps({"fn": _name(fn), "overrides": list(overrides), "code": code_fingerprint(),
+                           "result": result})
     except (TypeError, ValueError):
         return False
     if json.loads(text)["result"] != result:  # tuples, non-string keys, NaN: re-run rather than alter
