@@ -14,6 +14,12 @@ The target and the deadline come from the `ideal` `fedavg` runs, which go first:
 TARGET_SHARE of their mean final accuracy; the deadline is DEADLINE_FACTOR x their mean round
 (in `ideal` every client is as fast, so a round lasts one client's local work and transfers).
 
+The local learning rate of each row family is chosen first, on the validation split of `ideal`
+(seed 0) among LR_GRID, the same four trials for each family: `fedavg` (used by `fedavg` and
+`fedavg-deadline`), `fedprox` (used by `fedprox-partial`) and `fedbuff` (its `server_lr` stays 1.0).
+In `ideal` no reply is late, so a deadline and partial work change nothing there and the family's
+plain strategy stands for its variants.
+
 Full: `fmnist-dirichlet` (alpha 0.3) with the CNN, 20 clients, 20 rounds, 3 seeds, each client
 taking at most 20 local steps (batch 32) per round, as in the robust bench (a full local epoch is
 ~85 steps and would make the full bench about four times longer). `--quick`:
@@ -45,21 +51,27 @@ SIZES: dict[bool, dict[str, Any]] = {
 COMMON = ["progress=false", "plots=false", "checkpoint_every=100000", "failures.max_fraction=1.0"]
 TARGET_SHARE = 0.9
 DEADLINE_FACTOR = 1.5
+LR_GRID = (0.02, 0.05, 0.1, 0.2)
+FAMILY = {"fedavg": "fedavg", "fedavg-deadline": "fedavg", "fedprox-partial": "fedprox", "fedbuff": "fedbuff"}
 
 
-def overrides(variant: str, setting: str, *, quick: bool, seed: int, deadline_s: float | None = None) -> list[str]:
-    """Hydra overrides of one run."""
+def overrides(variant: str, setting: str, *, quick: bool, seed: int, deadline_s: float | None = None,
+              lr: float | None = None) -> list[str]:
+    """Hydra overrides of one run (`variant` a VARIANT, or `fedprox`: a FAMILY tuned without a deadline)."""
     size = SIZES[quick]
     n, rounds = int(size["clients"]), int(size["rounds"])
     args = [*size["task"], *COMMON, *SETTINGS[setting], f"task.num_clients={n}", f"seed={seed}"]
+    if lr is not None:
+        args.append(f"train.lr={lr}")
     if variant == "fedbuff":
         k = max(1, n // 2)
         return [*args, "strategy=fedbuff", f"strategy.concurrency={n}", f"strategy.buffer_size={k}",
                 f"num_rounds={rounds * n // k}"]
-    strategy = "fedprox" if variant == "fedprox-partial" else "fedavg"
+    strategy = "fedprox" if variant.startswith("fedprox") else "fedavg"
     args += [f"strategy={strategy}", "strategy.fraction_train=1.0", f"num_rounds={rounds}"]
-    if variant != "fedavg":
-        assert deadline_s is not None
+    if variant in ("fedavg-deadline", "fedprox-partial"):
+        if deadline_s is None:
+            raise ValueError(f"variant {variant!r} needs deadline_s")
         args.append(f"system.deadline_s={deadline_s}")
     if variant == "fedprox-partial":
         args.append("system.partial_work=true")
@@ -85,7 +97,14 @@ def run(*, quick: bool = False, workers: int | None = None) -> BenchReport:
     workers = workers or inline.default_workers()
     size = SIZES[quick]
     seeds = size["seeds"]
-    base = inline.run_many(_one, [(("ideal", "fedavg", s), overrides("fedavg", "ideal", quick=quick, seed=s))
+    families = sorted(set(FAMILY.values()))
+    tuning_jobs = [((f, lr), [*overrides(f, "ideal", quick=quick, seed=0, lr=lr), "evaluate.split=val"])
+                   for f in families for lr in LR_GRID]
+    tuned = inline.run_many(_one, tuning_jobs, workers=workers, label="system lr", shown=("accuracy",))
+    family_lr = {f: inline.best_lr(tuned, f) for f in families}
+    lrs = {v: family_lr[FAMILY[v]] for v in VARIANTS}
+    base = inline.run_many(_one, [(("ideal", "fedavg", s), overrides("fedavg", "ideal", quick=quick, seed=s,
+                                                                     lr=lrs["fedavg"]))
                                   for s in seeds], workers=workers, label="system ideal", shown=("accuracy",))
     ok = [r for r in base.values() if isinstance(r, dict)]
     if not ok:
@@ -93,7 +112,7 @@ def run(*, quick: bool = False, workers: int | None = None) -> BenchReport:
     target = round(TARGET_SHARE * statistics.fmean(r["accuracy"] for r in ok), 4)
     round_s = statistics.fmean(r["sim_time_s"] / r["rounds"] for r in ok)
     deadline = round(DEADLINE_FACTOR * round_s, 4)
-    jobs = [((s, v, seed), overrides(v, s, quick=quick, seed=seed, deadline_s=deadline))
+    jobs = [((s, v, seed), overrides(v, s, quick=quick, seed=seed, deadline_s=deadline, lr=lrs[v]))
             for s in SETTINGS for v in VARIANTS for seed in seeds if (s, v) != ("ideal", "fedavg")]
     results = {**base, **inline.run_many(_one, jobs, workers=workers, label="system",
                                          shown=("accuracy", "sim_time_s"))}
@@ -102,6 +121,8 @@ def run(*, quick: bool = False, workers: int | None = None) -> BenchReport:
         "engine": "bench/inline.py (in-process)", "settings": SETTINGS,
         "variants": {v: overrides(v, "ideal", quick=quick, seed=0, deadline_s=deadline)[len(size["task"]) + len(COMMON) + 3:]
                      for v in VARIANTS},
+        "lr": lrs, "lr_grid": list(LR_GRID), "lr_chosen_on": "ideal setting, validation split, seed 0, per family",
+        "lr_family": FAMILY,
         "target_accuracy": target, "target_rule": f"{TARGET_SHARE} x mean final accuracy of ideal fedavg",
         "deadline_s": deadline, "deadline_rule": f"{DEADLINE_FACTOR} x mean simulated round of ideal fedavg",
         "failures": inline.failures(results, name=lambda k: "/".join(map(str, k)))})

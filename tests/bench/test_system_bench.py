@@ -40,6 +40,22 @@ def test_every_run_of_the_bench_has_a_valid_config(quick: bool) -> None:
                 assert cfg["strategy"]["fraction_train"] == 1.0
 
 
+@pytest.mark.parametrize("quick", [True, False])
+def test_each_family_is_tuned_on_validation_in_ideal_with_the_same_grid(quick: bool) -> None:
+    from conf.compose import compose
+    from server.config_check import check_config
+    from server.system import system_config
+
+    assert set(system.FAMILY) == set(system.VARIANTS) and set(system.FAMILY.values()) == {"fedavg", "fedprox", "fedbuff"}
+    for family in set(system.FAMILY.values()):
+        cfg = compose([*system.overrides(family, "ideal", quick=quick, seed=0, lr=0.1), "evaluate.split=val"])
+        check_config(cfg)
+        assert cfg["strategy"]["name"] == family and cfg["train"]["lr"] == 0.1
+        assert system_config(cfg).deadline_s is None      # in ideal nothing is late: a deadline would cut nothing
+    with pytest.raises(ValueError, match="deadline_s"):
+        system.overrides("fedavg-deadline", "stragglers", quick=quick, seed=0)
+
+
 def test_time_to_target_is_the_first_round_that_reached_it() -> None:
     result = {"curve": [(1.0, 0.5), (2.0, 0.8), (3.0, 0.7)], "sim_time_s": 3.0}
     assert system.time_to_target(result, 0.75) == (2.0, True)
