@@ -68,7 +68,8 @@ ALIGN_KEYS = ["align_image_img", "align_text_txt", "align_image_text_img", "alig
               "align_server_img", "align_server_txt"]
 PER_ROUND = ["rsum", "val_rsum", "global_alignment", "alignment_img", "alignment_txt", "alignment_agg_img",
              "alignment_agg_txt", "weight_spread_img", "weight_spread_txt", "kd_kept_img", "kd_kept_txt",
-             "kd_clients_kept_img", "kd_clients_kept_txt", *ALIGN_KEYS, "wall_s", "uplink_bytes"]
+             "kd_clients_kept_img", "kd_clients_kept_txt", "kd_target_norm_img", "kd_target_norm_txt",
+             "kd_target_cos_img", "kd_target_cos_txt", *ALIGN_KEYS, "wall_s", "uplink_bytes"]
 
 
 def private4x_size(public: int, per_type: int) -> int:

@@ -49,6 +49,7 @@ class CreamFLConfig(FedAvgConfig):
     kd_clients: Literal["all", "aligned"]
     align_min: float = field(metadata=between(0, 1))
     kd_client_weights: Literal["ensemble", "alignment"]
+    distill_probe: bool
     # the clients
     client_models: dict[str, Any]
     local_epochs: int = field(metadata=NON_NEGATIVE)

@@ -102,11 +102,16 @@ class CreamFLServer(FedAvgServer):
             self.pending = {}
         return loss
 
-    def distill(self, server_round: int) -> float:
-        """Separate optimizer steps toward the pending aggregated reps (then none are pending)."""
+    def distill(self, server_round: int) -> dict[str, float]:
+        """Separate optimizer steps toward the pending aggregated reps (then none are pending): their
+        loss and, with `distill_probe`, the validation rsum they gained (negative: cost)."""
         assert self.training is not None
         targets, self.pending = self.pending, {}
-        return self.training.distill(server_round, targets)
+        before = self.retrieval(self.val_split)["rsum"] if self.config.distill_probe else None
+        out = {"distill_loss": self.training.distill(server_round, targets)}
+        if before is not None:
+            out["distill_val_rsum_delta"] = self.retrieval(self.val_split)["rsum"] - before
+        return out
 
     # ---- Flower's hooks -----------------------------------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -115,7 +120,7 @@ class CreamFLServer(FedAvgServer):
         started = time.perf_counter()
         metrics: dict[str, float] = {}
         if self.pending and self.config.distill_order == "before_public" and self.config.distill_mode == "separate":
-            metrics["distill_loss"] = self.distill(server_round)
+            metrics.update(self.distill(server_round))
         metrics["public_loss"] = self.public_step(server_round)
         self.global_reps = {k: encode_split(self.model, self.public, k, self.device) for k in MODALITY_KEYS}
         metrics["global_alignment"] = alignment_r1(self.global_reps["img"], self.global_reps["txt"])
@@ -158,7 +163,7 @@ class CreamFLServer(FedAvgServer):
             metrics[f"client_{name}"] = float(np.mean(values))
         self.pending = aggregated
         if aggregated and self.config.distill_order == "after_clients" and self.config.distill_mode == "separate":
-            metrics["distill_loss"] = self.distill(server_round)
+            metrics.update(self.distill(server_round))
         return self._arrays(), MetricRecord({k: v for k, v in metrics.items()})
 
     def _crossmodal(self, local: dict[str, list[torch.Tensor]], kinds: dict[str, list[str]],
@@ -218,6 +223,10 @@ class CreamFLServer(FedAvgServer):
         if cfg.kd_normalise:
             agg = F.normalize(agg, dim=-1)
         metrics[f"alignment_agg_{key}"] = alignment_r1(agg, other, ids)
+        # Where the targets sit relative to the server's own (unit) reps of the same items: their
+        # length, and their direction (cosine 0: unrelated; 1: the server's own geometry).
+        metrics[f"kd_target_norm_{key}"] = float(agg.norm(dim=-1).mean())
+        metrics[f"kd_target_cos_{key}"] = float(F.cosine_similarity(agg, self.global_reps[key], dim=-1).mean())
         out[key] = agg
         if self.config.kd_loss == "relational":
             out[f"stack_{key}"] = stacked

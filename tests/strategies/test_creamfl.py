@@ -271,3 +271,18 @@ def test_distillation_has_its_own_stateless_optimizer_and_kd_weight_scales_its_s
         torch.testing.assert_close(value, adam[key])
     buffers = dict(server.model.named_buffers())
     assert buffers and all(torch.equal(buffers[k], start[k]) for k in buffers)
+
+
+def test_the_distillation_probe_measures_what_the_steps_cost_without_changing_the_run(tmp_path) -> None:
+    """distill_probe records the validation rsum the separate distillation steps gained or cost; the
+    run is otherwise the same, weight for weight. Every round records where the targets sit."""
+    _, plain, plain_dir = run_inline([*TINY, "num_rounds=2"], tmp_path / "plain")
+    _, probed, probed_dir = run_inline([*TINY, "num_rounds=2", "strategy.distill_probe=true"], tmp_path / "probed")
+    assert all("distill_val_rsum_delta" not in m for m in plain)
+    assert all(-6.0 <= m["distill_val_rsum_delta"] <= 6.0 for m in probed)
+    a, b = _weights(plain_dir), _weights(probed_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for m in plain:
+        for key in ("img", "txt"):
+            assert 0.0 < m[f"kd_target_norm_{key}"] <= 1.0 + 1e-6      # a mean of unit vectors
+            assert -1.0 <= m[f"kd_target_cos_{key}"] <= 1.0
