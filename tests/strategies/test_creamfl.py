@@ -286,3 +286,26 @@ def test_the_distillation_probe_measures_what_the_steps_cost_without_changing_th
         for key in ("img", "txt"):
             assert 0.0 < m[f"kd_target_norm_{key}"] <= 1.0 + 1e-6      # a mean of unit vectors
             assert -1.0 <= m[f"kd_target_cos_{key}"] <= 1.0
+
+
+def test_the_readmes_probe_command_is_a_valid_run_at_the_benchs_pixel_budget() -> None:
+    """The README's distillation-probe command composes (as written) to the bench's pixel setting."""
+    import re
+    import shlex
+
+    from bench import creamfl as bench
+    from server.config_check import check_config
+    from tests.simrun import REPO
+
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    line = next(ln for ln in text.splitlines() if "corolla run task=captioned" in ln and "distill_probe=true" in ln)
+    args = shlex.split(line.strip())[2:]
+    cfg = compose(args)
+    check_config(cfg)
+    budget = json.loads((REPO / "bench" / "results" / "creamfl.json").read_text())["setting"]["budget"]["captioned/pixels"]
+    for key in ("server_epochs", "server_lr", "fraction_train", "local_epochs", "client_lr"):
+        assert cfg["strategy"][key] == budget[key], key
+    assert cfg["strategy"]["distill_probe"] is True and cfg["num_rounds"] == bench.FULL["rounds"]
+    for override in bench.task_overrides(False)["captioned/pixels"]:
+        assert override in args, override
+    assert not re.search(r"\bseed=[^0]", line)
