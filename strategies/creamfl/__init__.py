@@ -26,6 +26,9 @@ fraction of the public pairs out of the distillation and measures each client's 
 (recorded per client type); `kd_clients: aligned` distils only clients above `align_min`,
 `kd_client_weights: alignment` weights clients by it; `kd_normalise` renormalises the aggregate;
 `kd_loss: crossmodal` distils image-text clients' in-batch image-text matching.
+Diagnostics: every round records the targets' length and cosine to the server's own reps
+(`kd_target_norm_<key>`, `kd_target_cos_<key>`); `distill_probe` also records the validation
+rsum the separate distillation steps gained or cost (`distill_val_rsum_delta`).
 Baselines through the same code: `fraction_train: 0` trains the server alone (public-only);
 with `server_data: all` it also trains on every client's private pairs (the centralised bound).
 
