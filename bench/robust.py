@@ -8,7 +8,9 @@ part in every round, so a round holds exactly the setting's attackers; the Byzan
 number as `num_malicious_nodes` f (an oracle: the best case for them), capped where the rule
 cannot go (Krum/MultiKrum n >= 2f+3, Bulyan n >= 4f+3); MultiKrum averages the n-f best-scored
 updates; FedTrimmedAvg cuts beta = max(0.1, share) at each end (at most 0.4).
-Metric: `accuracy` (test split, after the last round), over seeds.
+Metric: `accuracy` (test split, after the last round), over seeds. A run is never stopped for its
+failed replies (`failures.max_fraction=1.0`): when an attack blows the model up so that every reply
+is rejected, the rounds go on with the model as it stands, and its accuracy is the run's result.
 
 Full: `fmnist-dirichlet` (alpha 0.3) with the CNN, 20 clients, 20 rounds, 3 seeds, each client
 taking at most 20 local steps (batch 32) per round: a full local epoch (~85 steps) would make the
@@ -36,7 +38,10 @@ SIZES = {
     False: {"task": ["task=fmnist-dirichlet", "task.alpha=0.3", "model=cnn", "train.max_steps=20"], "clients": 20,
             "rounds": 20, "seeds": (0, 1, 2)},
 }
-COMMON = ["progress=false", "plots=false", "checkpoint_every=100000", "strategy.fraction_train=1.0"]
+# failures.max_fraction=1.0: an attack that makes every reply unusable (NaN after the model blew up)
+# ends a run with the model it left, instead of stopping the run: the bench measures that model.
+COMMON = ["progress=false", "plots=false", "checkpoint_every=100000", "strategy.fraction_train=1.0",
+          "failures.max_fraction=1.0"]
 
 
 def defence(variant: str, *, attackers: int, clients: int, share: float) -> list[str]:

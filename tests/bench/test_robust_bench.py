@@ -36,6 +36,7 @@ def test_every_run_of_the_bench_has_a_valid_config(quick: bool) -> None:
             attack, share = robust.SETTINGS[setting]
             assert cfg["attack"]["name"] == attack and cfg["attack"]["fraction"] == share
             assert cfg["strategy"]["fraction_train"] == 1.0 and cfg["train"]["lr"] == 0.05
+            assert cfg["failures"]["max_fraction"] == 1.0  # an attack that breaks every reply ends the run, not stops it
 
 
 def test_the_lr_choice_skips_failed_trials() -> None:
