@@ -421,7 +421,10 @@ def test_superlink_killed_mid_round_restarts_and_the_run_is_resubmitted(fed: Fed
     while not (metrics.exists() and read_jsonl(metrics)):
         assert time.monotonic() < deadline and thread.is_alive(), f"round 1 never finished\n{box}"
         time.sleep(0.5)
-    delay = random.Random().uniform(0.5, 10.0)  # round 2 takes longer than this here
+    # A random moment inside round 2, scaled to round 1's length: a fixed range fails on a fast, idle
+    # machine, where round 2 can end before the kill.
+    round_1_s = float(read_jsonl(metrics)[0]["wall_s"])
+    delay = random.Random().uniform(0.1, 0.6) * round_1_s
     time.sleep(delay)
     assert len(read_jsonl(metrics)) == 1, "round 2 finished before the crash; the test needs a mid-round kill"
     fed.superlink.kill()  # a crash, not a clean shutdown
