@@ -424,7 +424,9 @@ def test_superlink_killed_mid_round_restarts_and_the_run_is_resubmitted(fed: Fed
     # A random moment inside round 2, scaled to round 1's length: a fixed range fails on a fast, idle
     # machine, where round 2 can end before the kill.
     round_1_s = float(read_jsonl(metrics)[0]["wall_s"])
-    delay = random.Random().uniform(0.1, 0.6) * round_1_s
+    offset = _random_delay("COROLLA_E2E_SUPERLINK_KILL_S", 0.5 * round_1_s)
+    delay = 0.1 * round_1_s + offset
+    print(f"\nkilling the SuperLink {delay:.2f} s into round 2 (COROLLA_E2E_SUPERLINK_KILL_S={offset:.2f})")
     time.sleep(delay)
     assert len(read_jsonl(metrics)) == 1, "round 2 finished before the crash; the test needs a mid-round kill"
     fed.superlink.kill()  # a crash, not a clean shutdown
